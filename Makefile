@@ -1,0 +1,63 @@
+# Warden PBX developer commands. Quick start: `make run`, `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+CONFIG ?= conf/config.yml
+# Debian packages that building and running need (python3-venv/-dev for the
+# venv and the Cython build), and those the tests drive as real peers.
+APT_BUILD := python3-venv python3-dev gcc openssl
+APT_TEST  := openssl
+# Debian 12's own Python stack, for `make test-debian` (the .deb runs on it).
+APT_DEBIAN_PY := python3-yaml python3-cryptography python3-flask gunicorn cython3 \
+                 python3-setuptools python3-pytest python3-hypothesis
+
+SOURCES := $(wildcard warden_ext/*.pyx warden_ext/*.pxd) pyproject.toml setup.py
+
+.PHONY: help venv certs run test test-debian check-ext bench clean distclean
+
+help:
+	@echo "make run          set up (venv, Cython build, dev certificates) and run the PBX"
+	@echo "make test         set up and run the whole test suite"
+	@echo "make test-debian  build with Debian 12's python3/cython3 and run the suite there"
+	@echo "make bench        run the benchmarks in bench/"
+
+$(VENV)/.installed: $(SOURCES)
+	@tools/ensure-apt.sh $(APT_BUILD)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -c "import warden_ext.g711 as m; assert m.__file__.endswith('.so'), m.__file__"
+	touch $@
+
+venv: $(VENV)/.installed
+
+certs/server.crt: | $(VENV)/.installed
+	$(VENV)/bin/warden-pbx cert generate --out-dir certs
+
+certs: certs/server.crt
+
+run: venv certs
+	$(VENV)/bin/warden-pbx --config $(CONFIG) run
+
+test: venv
+	@tools/ensure-apt.sh $(APT_TEST)
+	$(PY) -m pytest -q
+
+# The same suite on Debian 12's interpreter and libraries (Cython 0.29 build),
+# in a scratch copy so its extension does not replace the venv's.
+test-debian:
+	@tools/ensure-apt.sh $(APT_BUILD) $(APT_TEST) $(APT_DEBIAN_PY)
+	rm -rf build/debian-py && mkdir -p build/debian-py
+	cp -r warden warden_ext tests conf setup.py pyproject.toml README.md build/debian-py/
+	cd build/debian-py && env PATH=/usr/sbin:/usr/bin:/sbin:/bin /usr/bin/python3 setup.py -q build_ext --inplace
+	cd build/debian-py && env PATH=/usr/sbin:/usr/bin:/sbin:/bin /usr/bin/python3 -m pytest -q -p no:cacheprovider
+
+bench: venv
+	$(PY) bench/bench_g711.py
+
+clean:
+	rm -rf build dist *.egg-info warden_ext/*.c warden_ext/*.so .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) logs var

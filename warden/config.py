@@ -1,0 +1,450 @@
+"""One configuration loader for every Warden component.
+
+``load(path)`` reads a YAML file, merges it over the defaults in the schema
+below, validates every value and returns frozen dataclasses. The schema is the
+dataclasses themselves: each field carries its help text and a checker in its
+metadata, so defaults, validation, ``check-config`` and the README's reference
+come from one table.
+
+Strategy: PyYAML's ``compose`` keeps each node's position, so every error can
+name ``file:line: key.path``. We build Python values from the nodes ourselves
+(rather than ``safe_load``) to keep that position, to refuse duplicate keys,
+and to refuse unknown keys with a suggestion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = [
+    "APIConfig",
+    "APISSLConfig",
+    "Config",
+    "LoggingConfig",
+    "MediaConfig",
+    "SIPConfig",
+    "SecurityConfig",
+    "StoreConfig",
+    "default_config_path",
+    "load",
+    "reference",
+]
+
+ENV_VAR = "WARDEN_CONFIG"
+INSTALLED_CONFIG = Path("/etc/warden-pbx/config.yml")
+
+Checker = Callable[[Any], Any]
+
+
+class _Invalid(ValueError):
+    """A checker's complaint; the loader adds file, line and key path."""
+
+
+# --- value checkers -----------------------------------------------------------
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise _Invalid(f"must be true or false, got {value!r}")
+
+
+def _int(lo: int, hi: int) -> Checker:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(f"must be a whole number from {lo} to {hi}, got {value!r}")
+        if not lo <= value <= hi:
+            raise _Invalid(f"must be from {lo} to {hi}, got {value}")
+        return value
+
+    return check
+
+
+def _float(lo: float, hi: float) -> Checker:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Invalid(f"must be a number from {lo} to {hi}, got {value!r}")
+        if not lo <= value <= hi:
+            raise _Invalid(f"must be from {lo} to {hi}, got {value}")
+        return float(value)
+
+    return check
+
+
+def _str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise _Invalid(f"must be a string, got {value!r}")
+
+
+def _choice(*options: str) -> Checker:
+    def check(value: Any) -> str:
+        if isinstance(value, str) and value.lower() in options:
+            return value.lower()
+        raise _Invalid(f"must be one of {', '.join(options)}, got {value!r}")
+
+    return check
+
+
+def _address(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"must be an IP address, got {value!r}")
+    try:
+        return str(ipaddress.ip_address(value.strip("[]")))
+    except ValueError:
+        raise _Invalid(f"must be an IP address, got {value!r}") from None
+
+
+def _address_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise _Invalid(f"must be a list of IP addresses, got {value!r}")
+    return tuple(_address(v) for v in value)
+
+
+def _path(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Invalid(f"must be a file path, got {value!r}")
+    return value
+
+
+def _opt_path(value: Any) -> str:
+    if value is None or value == "":
+        return ""
+    return _path(value)
+
+
+def _setting(default: Any, check: Checker, help: str, *, path: bool = False) -> Any:
+    """A schema entry: the default, its checker and the help text."""
+    return field(default=default, metadata={"check": check, "help": help, "path": path})
+
+
+# --- the schema ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SIPConfig:
+    """SIP transports and identity."""
+
+    listen: tuple[str, ...] = _setting(
+        ("0.0.0.0", "::"), _address_list, "addresses the SIP listeners bind (IPv4 and IPv6)"
+    )
+    udp_port: int = _setting(5060, _int(0, 65535), "SIP over UDP port (0 turns UDP off)")
+    tcp_port: int = _setting(5060, _int(0, 65535), "SIP over TCP port (0 turns TCP off)")
+    tls_port: int = _setting(5061, _int(0, 65535), "SIPS (SIP over TLS) port (0 turns TLS off)")
+    realm: str = _setting("warden", _str, "digest authentication realm")
+    advertised_address: str = _setting(
+        "", _str, "address put in Via/Contact/SDP (empty: the address a phone reached us on)"
+    )
+    tls_handshake_timeout: float = _setting(
+        5.0, _float(0.5, 60), "seconds a TLS client gets to finish its handshake"
+    )
+    max_message_size: int = _setting(65535, _int(1024, 1048576), "largest SIP message accepted")
+
+
+@dataclass(frozen=True, slots=True)
+class APISSLConfig:
+    """TLS of the admin API (certificates default to security's)."""
+
+    enabled: bool = _setting(True, _bool, "serve the API over HTTPS")
+    cert_file: str = _setting("certs/server.crt", _path, "API certificate chain (PEM)", path=True)
+    key_file: str = _setting("certs/server.key", _path, "API private key (PEM)", path=True)
+
+
+@dataclass(frozen=True, slots=True)
+class APIConfig:
+    """The HTTPS admin API served by gunicorn."""
+
+    bind: str = _setting("0.0.0.0", _address, "address the API binds")
+    port: int = _setting(9000, _int(1, 65535), "API port")
+    workers: int = _setting(2, _int(1, 64), "gunicorn worker processes")
+    ssl: APISSLConfig = field(default_factory=APISSLConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityConfig:
+    """TLS policy shared by SIPS and the API."""
+
+    enable_tls: bool = _setting(True, _bool, "run the SIPS listener")
+    tls_cert_file: str = _setting(
+        "certs/server.crt", _path, "server certificate chain, leaf first (PEM)", path=True
+    )
+    tls_key_file: str = _setting("certs/server.key", _path, "server private key (PEM)", path=True)
+    tls_ca_file: str = _setting(
+        "certs/ca.crt", _opt_path, "CA bundle that clients use to verify us", path=True
+    )
+    fips_mode: bool = _setting(
+        False, _bool, "restrict TLS 1.2 and 1.3 to FIPS-approved algorithms"
+    )
+    enforce_fips: bool = _setting(
+        False, _bool, "refuse to start when the FIPS policy cannot be fully enforced"
+    )
+    require_tls: bool = _setting(False, _bool, "refuse REGISTER over UDP/TCP (403)")
+
+
+@dataclass(frozen=True, slots=True)
+class MediaConfig:
+    """RTP relay."""
+
+    rtp_port_min: int = _setting(10000, _int(1024, 65534), "lowest RTP relay port (even)")
+    rtp_port_max: int = _setting(20000, _int(1025, 65535), "highest RTP relay port")
+    media_timeout: float = _setting(
+        30.0, _float(1, 3600), "seconds without RTP before an answered call is hung up"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """The embedded SQLite store."""
+
+    path: str = _setting("var/warden.db", _path, "SQLite database file", path=True)
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    """Logging: a rotated file in development, stderr under systemd."""
+
+    level: str = _setting("info", _choice("debug", "info", "warning", "error"), "log level")
+    file: str = _setting(
+        "logs/pbx.log", _opt_path, "log file (empty, or under systemd: stderr)", path=True
+    )
+    max_bytes: int = _setting(10 * 1024 * 1024, _int(4096, 1 << 31), "rotate the file at this size")
+    backups: int = _setting(5, _int(0, 100), "rotated files kept")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Every setting of a Warden PBX, immutable once loaded."""
+
+    base_dir: str = _setting(
+        ".", _path, "folder relative paths resolve against, itself relative to this file's folder"
+    )
+    sip: SIPConfig = field(default_factory=SIPConfig)
+    api: APIConfig = field(default_factory=APIConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    source: str = field(default="<defaults>", metadata={"internal": True})
+
+
+# --- loading ------------------------------------------------------------------
+
+
+def default_config_path() -> Path:
+    """``$WARDEN_CONFIG``, else ``conf/config.yml`` in a checkout, else /etc."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parent.parent / "conf" / "config.yml"
+    if checkout.is_file():
+        return checkout
+    cwd = Path("conf/config.yml")
+    if cwd.is_file():
+        return cwd
+    return INSTALLED_CONFIG
+
+
+def _is_section(f: dataclasses.Field[Any]) -> bool:
+    return dataclasses.is_dataclass(f.default_factory) if f.default_factory is not dataclasses.MISSING else False  # type: ignore[arg-type]
+
+
+def _settings(cls: type) -> Iterator[dataclasses.Field[Any]]:
+    return (f for f in dataclasses.fields(cls) if not f.metadata.get("internal"))
+
+
+class _Loader:
+    """Builds one section from YAML nodes, collecting every problem."""
+
+    def __init__(self, filename: str, yaml_loader: yaml.SafeLoader) -> None:
+        self.filename = filename
+        self.yaml = yaml_loader
+        self.problems: list[str] = []
+        self.lines: dict[str, int] = {}
+
+    def problem(self, node: yaml.Node | None, key: str, message: str) -> None:
+        line = f":{node.start_mark.line + 1}" if node is not None else ""
+        self.problems.append(f"{self.filename}{line}: {key} {message}".replace("  ", " "))
+
+    def value(self, node: yaml.Node) -> Any:
+        """Plain Python value of a node (scalars and lists; mappings stay nodes)."""
+        if isinstance(node, yaml.SequenceNode):
+            return [self.value(n) for n in node.value]
+        if isinstance(node, yaml.MappingNode):
+            return node
+        return self.yaml.construct_object(node, deep=True)
+
+    def section(self, cls: type, node: yaml.Node | None, prefix: str) -> Any:
+        known = {f.name: f for f in _settings(cls)}
+        given: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        if node is not None:
+            if not isinstance(node, yaml.MappingNode):
+                self.problem(node, prefix or "(top level)", "must be a mapping of settings")
+                return cls()
+            for key_node, value_node in node.value:
+                key = self.yaml.construct_object(key_node)
+                path = f"{prefix}{key}"
+                if not isinstance(key, str):
+                    self.problem(key_node, path, "is not a valid setting name")
+                elif key in given:
+                    self.problem(key_node, path, "is set twice")
+                elif key not in known:
+                    hint = difflib.get_close_matches(key, list(known), n=1)
+                    suggestion = f" (did you mean {prefix}{hint[0]}?)" if hint else ""
+                    self.problem(key_node, path, f"is not a known setting{suggestion}")
+                else:
+                    given[key] = (key_node, value_node)
+        values: dict[str, Any] = {}
+        for name, f in known.items():
+            path = f"{prefix}{name}"
+            if _is_section(f):
+                sub = given.get(name, (None, None))[1]
+                if sub is not None and isinstance(sub, yaml.ScalarNode) and sub.value in ("", "~", "null"):
+                    sub = None
+                values[name] = self.section(f.default_factory, sub, f"{path}.")  # type: ignore[arg-type]
+                continue
+            if name not in given:
+                continue
+            key_node, value_node = given[name]
+            self.lines[path] = key_node.start_mark.line + 1
+            raw = self.value(value_node)
+            try:
+                values[name] = f.metadata["check"](raw)
+            except _Invalid as exc:
+                self.problem(key_node, path, str(exc))
+            except yaml.YAMLError as exc:
+                self.problem(value_node, path, f"has an invalid value ({exc})")
+        return cls(**values)
+
+
+def load(path: str | os.PathLike[str] | None = None, *, check_files: bool = True) -> Config:
+    """Load, merge over defaults and validate a config file.
+
+    Relative paths in the file resolve against ``base_dir``, which itself is
+    relative to the file's folder. With ``check_files`` the certificate and key
+    files that enabled features need must exist. Raises ConfigError whose
+    lines each read ``file:line: key.path problem``.
+    """
+    cfg_path = Path(path) if path is not None else default_config_path()
+    shown = str(path) if path is not None else str(cfg_path)
+    try:
+        text = cfg_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{shown}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{shown}: cannot read config file ({exc})") from None
+    yl = yaml.SafeLoader(text)
+    try:
+        root = yl.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{shown}{where}: invalid YAML: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{shown}: invalid YAML: {exc}") from None
+    finally:
+        yl.dispose()
+    loader = _Loader(shown, yl)
+    cfg: Config = loader.section(Config, root, "")
+    if loader.problems:
+        raise ConfigError(loader.problems)
+    cfg = _resolve_paths(cfg, cfg_path.resolve().parent)
+    cfg = dataclasses.replace(cfg, source=str(cfg_path))
+    problems = _cross_checks(cfg, shown, loader.lines, check_files)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def defaults(base: str | os.PathLike[str] = ".") -> Config:
+    """The default configuration with paths resolved against ``base``."""
+    return _resolve_paths(Config(), Path(base).resolve())
+
+
+def _resolve_paths(cfg: Config, folder: Path) -> Config:
+    base = (folder / cfg.base_dir).resolve()
+
+    def fix(obj: Any) -> Any:
+        changes: dict[str, Any] = {}
+        for f in _settings(type(obj)):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                changes[f.name] = fix(value)
+            elif f.metadata.get("path") and value:
+                changes[f.name] = str(base / value)
+        return dataclasses.replace(obj, **changes)
+
+    return dataclasses.replace(fix(cfg), base_dir=str(base))
+
+
+def _cross_checks(cfg: Config, shown: str, lines: dict[str, int], check_files: bool) -> list[str]:
+    """Rules that involve more than one value, or the file system."""
+    problems: list[str] = []
+
+    def at(key: str, message: str) -> None:
+        line = lines.get(key)
+        problems.append(f"{shown}{f':{line}' if line else ''}: {key} {message}")
+
+    if cfg.security.enforce_fips and not cfg.security.fips_mode:
+        at("security.enforce_fips", "needs security.fips_mode: true")
+    if cfg.media.rtp_port_min >= cfg.media.rtp_port_max:
+        at("media.rtp_port_min", f"must be below media.rtp_port_max ({cfg.media.rtp_port_max})")
+    if cfg.media.rtp_port_min % 2:
+        at("media.rtp_port_min", f"must be even (RTP on even ports, RTCP on odd), got {cfg.media.rtp_port_min}")
+    if cfg.api.ssl.enabled is False and not _is_loopback(cfg.api.bind):
+        at("api.bind", f"must be a loopback address when api.ssl.enabled is false, got {cfg.api.bind}")
+    if check_files:
+        needed: list[tuple[str, str]] = []
+        if cfg.security.enable_tls and cfg.sip.tls_port:
+            needed += [
+                ("security.tls_cert_file", cfg.security.tls_cert_file),
+                ("security.tls_key_file", cfg.security.tls_key_file),
+            ]
+        if cfg.api.ssl.enabled:
+            needed += [("api.ssl.cert_file", cfg.api.ssl.cert_file), ("api.ssl.key_file", cfg.api.ssl.key_file)]
+        users: dict[str, list[str]] = {}
+        for key, file in needed:
+            users.setdefault(file, []).append(key)
+        for file, keys in users.items():
+            also = f" (also {', '.join(keys[1:])})" if len(keys) > 1 else ""
+            if not os.path.exists(file):
+                hint = "run 'warden-pbx cert generate' for development certificates"
+                at(keys[0], f"file not found: {file}{also}; {hint}")
+            elif not os.access(file, os.R_OK):
+                at(keys[0], f"file not readable: {file}{also}")
+    return problems
+
+
+def _is_loopback(address: str) -> bool:
+    return ipaddress.ip_address(address).is_loopback
+
+
+def reference() -> str:
+    """The settings table as Markdown, for the README and ``--help``."""
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+
+    def walk(cls: type, prefix: str) -> None:
+        for f in _settings(cls):
+            if _is_section(f):
+                walk(f.default_factory, f"{prefix}{f.name}.")  # type: ignore[arg-type]
+                continue
+            default = f.default
+            if isinstance(default, tuple):
+                default = list(default)
+            shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+            rows.append(f"| `{prefix}{f.name}` | `{shown}` | {f.metadata['help']} |")
+
+    walk(Config, "")
+    return "\n".join(rows)

@@ -1,0 +1,81 @@
+"""Counters of TLS handshakes, and failure reasons an admin understands.
+
+OpenSSL's reasons (``UNSUPPORTED_PROTOCOL``, ``WRONG_VERSION_NUMBER``...) are
+mapped to a few plain phrases so logs and ``/metrics`` say *why* a phone
+failed: too old a protocol, no shared cipher, not TLS at all, a timeout.
+"""
+
+from __future__ import annotations
+
+import collections
+import ssl
+import threading
+
+__all__ = ["HandshakeStats", "classify_handshake_error"]
+
+_REASONS = {
+    "UNSUPPORTED_PROTOCOL": "protocol too old",
+    "UNKNOWN_PROTOCOL": "protocol too old",
+    "VERSION_TOO_LOW": "protocol too old",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "protocol too old",
+    "NO_SHARED_CIPHER": "no shared cipher",
+    "NO_CIPHERS_AVAILABLE": "no shared cipher",
+    "NO_SUITABLE_KEY_SHARE": "no shared group",
+    "NO_SHARED_GROUPS": "no shared group",
+    "NO_SHARED_SIGNATURE_ALGORITHMS": "no shared signature algorithm",
+    "WRONG_VERSION_NUMBER": "not TLS",
+    "HTTP_REQUEST": "not TLS (plain HTTP)",
+    "HTTPS_PROXY_REQUEST": "not TLS (proxy request)",
+    "UNEXPECTED_MESSAGE": "not TLS",
+    "RECORD_LAYER_FAILURE": "not TLS",
+    "PACKET_LENGTH_TOO_LONG": "not TLS",
+    "TLSV1_ALERT_UNKNOWN_CA": "bad certificate (peer does not trust our CA)",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "bad certificate",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "bad certificate",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "bad certificate (expired)",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "client certificate missing",
+    "CERTIFICATE_VERIFY_FAILED": "bad client certificate",
+}
+
+
+def classify_handshake_error(exc: BaseException) -> str:
+    """A short reason for a failed handshake."""
+    if isinstance(exc, (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError)):
+        return "closed during handshake"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or ""
+        if reason in _REASONS:
+            return _REASONS[reason]
+        if "EOF" in str(exc) or reason == "UNEXPECTED_EOF_WHILE_READING":
+            return "closed during handshake"
+        return f"TLS error ({reason.lower() or 'unknown'})"
+    return "closed during handshake"
+
+
+class HandshakeStats:
+    """Thread-safe handshake counters by (transport, version, cipher) and reason."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.ok: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        self.failures: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    def succeeded(self, transport: str, version: str, cipher: str) -> None:
+        with self._lock:
+            self.ok[(transport, version, cipher)] += 1
+
+    def failed(self, transport: str, reason: str) -> None:
+        with self._lock:
+            self.failures[(transport, reason)] += 1
+
+    def snapshot(self) -> dict[str, list[dict[str, object]]]:
+        """Plain data for the control channel and the API."""
+        with self._lock:
+            return {
+                "handshakes": [
+                    {"transport": t, "version": v, "cipher": c, "count": n} for (t, v, c), n in sorted(self.ok.items())
+                ],
+                "failures": [{"transport": t, "reason": r, "count": n} for (t, r), n in sorted(self.failures.items())],
+            }
