@@ -8,13 +8,19 @@ User errors print one line per problem and exit non-zero, never a traceback.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from . import __version__, certtool, config
-from .errors import ConfigError, WardenError
+from .errors import ConfigError, ExtensionExists, NoSuchExtension, WardenError
+
+if TYPE_CHECKING:
+    from .store import Store
 
 __all__ = ["main"]
 
@@ -65,6 +71,137 @@ def cmd_tls_show(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- ext: extensions ------------------------------------------------------------
+# These need no certificates, only the config's store.path and sip.realm.
+
+
+def _open_store(args: argparse.Namespace) -> tuple[config.Config, Store]:
+    from .store import Store
+
+    cfg = _load(args, check_files=False)
+    return cfg, Store(cfg.store.path)
+
+
+def _prompt_password(number: str) -> str:
+    """Ask twice without echo; refuse a mismatch."""
+    try:
+        first = getpass.getpass(f"New password for extension {number}: ")
+        second = getpass.getpass("Repeat the password: ")
+    except EOFError:
+        print(file=sys.stderr)  # end the prompt's line
+        raise WardenError("no password given (use --password, or run from a terminal)") from None
+    if first != second:
+        raise WardenError("the passwords do not match; nothing changed")
+    return first
+
+
+def cmd_ext_add(args: argparse.Namespace) -> int:
+    """Create an extension."""
+    from .store.extensions import check_display_name, check_number
+
+    check_number(args.number)  # refuse bad input before prompting
+    check_display_name(args.name)
+    cfg, store = _open_store(args)
+    with store:
+        if store.get_extension(args.number) is not None:  # say so before prompting
+            raise ExtensionExists(f"extension {args.number} already exists")
+        password = args.password if args.password is not None else _prompt_password(args.number)
+        ext = store.add_extension(
+            args.number, password, realm=cfg.sip.realm, display_name=args.name, enabled=not args.disabled
+        )
+    name = f" ({ext.display_name})" if ext.display_name else ""
+    state = "enabled" if ext.enabled else "disabled"
+    print(f"added extension {ext.number}{name}, {state}, realm {ext.realm}")
+    return 0
+
+
+def cmd_ext_list(args: argparse.Namespace) -> int:
+    """List extensions with their registered contact counts."""
+    _cfg, store = _open_store(args)
+    with store:
+        exts = store.list_extensions()
+        counts = store.binding_counts(now=time.time())
+    if args.json:
+        print(json.dumps([{**e.to_dict(), "contacts": counts.get(e.number, 0)} for e in exts], indent=2))
+        return 0
+    if not exts:
+        print("no extensions")
+        return 0
+    rows = [("NUMBER", "NAME", "ENABLED", "CONTACTS")] + [
+        (e.number, e.display_name or "-", "yes" if e.enabled else "no", str(counts.get(e.number, 0)))
+        for e in exts
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) + "  " + r[3])
+    return 0
+
+
+def cmd_ext_passwd(args: argparse.Namespace) -> int:
+    """Set an extension's password (prompted twice unless --password)."""
+    cfg, store = _open_store(args)
+    with store:
+        if store.get_extension(args.number) is None:
+            raise NoSuchExtension(f"no extension {args.number}")
+        password = args.password if args.password is not None else _prompt_password(args.number)
+        store.set_password(args.number, password, realm=cfg.sip.realm)
+    print(f"password of extension {args.number} changed")
+    return 0
+
+
+def cmd_ext_del(args: argparse.Namespace) -> int:
+    """Delete an extension and its registrations."""
+    _cfg, store = _open_store(args)
+    with store:
+        removed = store.delete_extension(args.number)
+    also = f" and its {removed} registration{'s' if removed != 1 else ''}" if removed else ""
+    print(f"deleted extension {args.number}{also}")
+    return 0
+
+
+def cmd_ext_enable(args: argparse.Namespace) -> int:
+    """Enable or disable an extension (``args.enable``)."""
+    _cfg, store = _open_store(args)
+    with store:
+        ext = store.update_extension(args.number, enabled=args.enable)
+    print(f"extension {ext.number} {'enabled' if ext.enabled else 'disabled'}")
+    return 0
+
+
+def _add_ext_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ext = sub.add_parser(
+        "ext", help="manage extensions (the numbers phones register as)",
+        description="Manage extensions. Only HA1 digests of passwords are stored.",
+    ).add_subparsers(dest="ext_command", metavar="ACTION")
+    ext.required = True
+    pw_help = "the SIP password (at least 8 characters; visible to local users in ps: omit it to be prompted)"
+
+    p = ext.add_parser("add", help="create an extension")
+    p.add_argument("number", metavar="NUMBER", help="extension number (digits, or letters . _ -; 1-32)")
+    p.add_argument("--password", "-p", metavar="PASSWORD", help=pw_help)
+    p.add_argument("--name", "-n", metavar="NAME", default="", help="display name")
+    p.add_argument("--disabled", action="store_true", help="create it disabled (cannot register)")
+    p.set_defaults(func=cmd_ext_add)
+
+    p = ext.add_parser("list", help="list extensions and their registered contacts")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_ext_list)
+
+    p = ext.add_parser("passwd", help="change an extension's password")
+    p.add_argument("number", metavar="NUMBER")
+    p.add_argument("--password", "-p", metavar="PASSWORD", help=pw_help)
+    p.set_defaults(func=cmd_ext_passwd)
+
+    p = ext.add_parser("del", help="delete an extension and its registrations")
+    p.add_argument("number", metavar="NUMBER")
+    p.set_defaults(func=cmd_ext_del)
+
+    for name, enable in (("enable", True), ("disable", False)):
+        p = ext.add_parser(name, help=f"{name} an extension")
+        p.add_argument("number", metavar="NUMBER")
+        p.set_defaults(func=cmd_ext_enable, enable=enable)
+
+
 def cmd_version(_args: argparse.Namespace) -> int:
     print(f"warden-pbx {__version__}")
     return 0
@@ -97,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = cert.add_parser("generate", help="create a local CA and a server certificate signed by it")
     certtool.add_arguments(p)
     p.set_defaults(func=certtool.run)
+
+    _add_ext_commands(sub)
     return parser
 
 

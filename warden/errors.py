@@ -14,6 +14,9 @@ __all__ = [
     "CertificateError",
     "SIPError",
     "SIPParseError",
+    "StoreError",
+    "ExtensionExists",
+    "NoSuchExtension",
 ]
 
 
@@ -50,3 +53,30 @@ class SIPError(WardenError):
 
 class SIPParseError(SIPError):
     """Bytes on the wire are not a well-formed SIP message."""
+
+
+class StoreError(WardenError):
+    """The durable store refused an operation or cannot be used.
+
+    ``status`` is the HTTP/SIP-ish status the failure should become (400 for
+    a bad value unless a subclass or the raiser says otherwise).
+    """
+
+    status: int = 400
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class ExtensionExists(StoreError):
+    """An extension with that number already exists."""
+
+    status = 409
+
+
+class NoSuchExtension(StoreError):
+    """No extension has that number."""
+
+    status = 404

@@ -1,0 +1,199 @@
+"""One SQLite connection shared by threads, opened the way every table needs.
+
+Strategy: the connection is in autocommit mode (``isolation_level=None``), so
+a single statement is its own transaction and nothing is ever left open
+between calls; several statements that must agree run inside
+``BEGIN IMMEDIATE``, which takes the write lock up front (a deferred
+transaction that later upgrades to a writer can fail with "database is
+locked" without waiting). WAL lets the PBX, the API workers and the CLI read
+while one of them writes; ``synchronous=NORMAL`` in WAL mode makes every
+commit survive a crash or ``kill -9`` of the process (only a power cut can
+lose the last commits), without an fsync per commit. A Python lock serialises
+threads on the one connection; ``busy_timeout`` makes another process's
+writer wait rather than fail.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Self
+
+from warden.errors import StoreError
+
+from .migrations import migrate
+
+__all__ = ["MEMORY", "Database"]
+
+log = logging.getLogger("warden.store")
+
+#: Pass as the path for a private in-memory database (tests, tools).
+MEMORY = ":memory:"
+
+_DIR_MODE = 0o750
+_FILE_MODE = 0o640
+
+
+def _prepare_file(path: Path) -> None:
+    """Create missing parent folders (0750) and the database file (0640).
+
+    Only what we create gets those modes; existing folders and files keep
+    whatever the administrator gave them. SQLite gives its ``-wal`` and
+    ``-shm`` files the database file's mode.
+    """
+    missing: list[Path] = []
+    parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=_DIR_MODE)
+        except FileExistsError:
+            continue
+        os.chmod(folder, _DIR_MODE)  # mkdir's mode is filtered by the umask
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, _FILE_MODE)
+    finally:
+        os.close(fd)
+
+
+class Database:
+    """The connection, its lock and the helpers the table mixins use."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        memory = str(path) == MEMORY
+        self.path: str = MEMORY if memory else str(Path(path))
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
+        if not memory:
+            try:
+                _prepare_file(Path(self.path))
+            except OSError as exc:
+                raise StoreError(
+                    f"{self.path}: cannot create the database: {exc.strerror or exc}", status=500
+                ) from None
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                cached_statements=256,
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open the database: {exc}", status=500) from None
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000):d}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            if not memory:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StoreError(f"{self.path}: cannot switch the database to WAL mode (got {mode})", status=500)
+            conn.execute("PRAGMA synchronous = NORMAL")
+            found = migrate(conn, self.path)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(f"{self.path}: cannot open the database: {exc}", status=500) from None
+        except BaseException:
+            conn.close()
+            raise
+        self._conn: sqlite3.Connection | None = conn
+        log.debug("store %s open (schema version %d on open)", self.path, found)
+
+    # --- lifetime -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection; later calls raise StoreError. Idempotent."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._conn is None else "open"
+        return f"<{type(self).__name__} {self.path!r} {state}>"
+
+    # --- helpers for the table mixins -----------------------------------------
+
+    def _now(self) -> float:
+        return self._clock()
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = self._conn
+        if conn is None:
+            raise StoreError(f"{self.path}: the store is closed", status=500)
+        if os.getpid() != self._pid:
+            # A SQLite connection must not be used on both sides of fork().
+            raise StoreError(f"{self.path}: a Store cannot cross fork(); open one in the child", status=500)
+        return conn
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        text = str(exc)
+        busy = isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+        return StoreError(f"{self.path}: {text}", status=503 if busy else 500)
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run one read statement; return all its rows (tuples)."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error(exc) from None
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one write statement as its own transaction; return rows changed."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                return conn.execute(sql, params).rowcount
+            except sqlite3.Error as exc:
+                raise self._error(exc) from None
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A ``BEGIN IMMEDIATE`` transaction: committed on success, else rolled back.
+
+        The body may raise StoreError itself; any sqlite3.Error becomes one.
+        """
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._error(exc) from None
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise self._error(exc) from None
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
