@@ -163,4 +163,4 @@ def test_run_with_missing_cert_exits_with_one_line(tmp_path: Path, pki: PKI) -> 
 
 
 def test_readme_reference_is_current() -> None:
-    assert config.reference() in (ROOT / "README.md").read_text(), "README's reference is stale: regenerate it"
+    assert config.reference() in (ROOT / "README.md").read_text(), "README's reference is stale: run tools/update_readme_reference.py"

@@ -120,11 +120,15 @@ def test_challenge_headers() -> None:
     assert (proxy.status, proxy.challenge_header) == (407, "Proxy-Authenticate")
 
 
-def test_algorithm_order_is_rfc8760_whatever_the_config() -> None:
+def test_algorithm_order_is_the_configured_one() -> None:
+    """Clients answer the first challenge they support, so the order is the admin's choice."""
     auth = make_auth(algorithms=("MD5", "SHA-256"))
-    assert auth.algorithms == ("SHA-256", "MD5")
-    assert [parse_challenge(h).algorithm for h in auth.challenge(T0)] == ["SHA-256", "MD5"]
+    assert auth.algorithms == ("MD5", "SHA-256")
+    assert [parse_challenge(h).algorithm for h in auth.challenge(T0)] == ["MD5", "SHA-256"]
+    assert make_auth(algorithms=("SHA-256", "MD5", "SHA-256")).algorithms == ("SHA-256", "MD5")
     assert make_auth(algorithms=("SHA-256",)).algorithms == ("SHA-256",)
+    with pytest.raises(ValueError, match="unsupported digest algorithm"):
+        make_auth(algorithms=("SHA-512",))
 
 
 @pytest.mark.parametrize("index", [0, 1], ids=["SHA-256", "MD5"])

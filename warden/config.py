@@ -114,6 +114,20 @@ def _address_list(value: Any) -> tuple[str, ...]:
     return tuple(_address(v) for v in value)
 
 
+def _digest_algorithms(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise _Invalid(f"must be a list of MD5 and/or SHA-256, got {value!r}")
+    out = []
+    for v in value:
+        name = str(v).upper()
+        if name not in ("MD5", "SHA-256"):
+            raise _Invalid(f"must list only MD5 and SHA-256, got {v!r}")
+        out.append(name)
+    return tuple(dict.fromkeys(out))
+
+
 def _path(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise _Invalid(f"must be a file path, got {value!r}")
@@ -145,6 +159,10 @@ class SIPConfig:
     tcp_port: int = _setting(5060, _int(0, 65535), "SIP over TCP port (0 turns TCP off)")
     tls_port: int = _setting(5061, _int(0, 65535), "SIPS (SIP over TLS) port (0 turns TLS off)")
     realm: str = _setting("warden", _str, "digest authentication realm")
+    digest_algorithms: tuple[str, ...] = _setting(
+        ("MD5", "SHA-256"), _digest_algorithms,
+        "digest challenges offered, in order (phones answer the first they support; many know only MD5)",
+    )
     advertised_address: str = _setting(
         "", _str, "address put in Via/Contact/SDP (empty: the address a phone reached us on)"
     )

@@ -1,39 +1,37 @@
 """The PBX process: builds every component from one Config and runs them.
 
 ``Service`` owns start-up order, reload and shutdown; it holds no protocol
-logic. Listeners get their TLS contexts from one ``TLSManager`` so SIPS and
-every other TLS endpoint follow the same policy.
+logic. Transports feed the one engine thread; every TLS listener gets its
+contexts from one ``TLSManager`` so SIPS and the API follow the same policy.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
+import time
 from types import FrameType
+from typing import Any
 
+from . import __version__
 from .config import Config
+from .control import ControlServer
+from .control.location import control_path
+from .core.registrar import RegistrarPolicy
+from .engine import Engine
 from .errors import WardenError
+from .sip.message import ParserLimits
+from .store import Store
 from .tls import TLSManager
-from .transport import Connection, Listener, StreamServer
+from .transport import Listener, StreamServer
+from .transport.sip_stream import SIPStreamHandler
+from .transport.udp import UDPServer
 
 __all__ = ["Service"]
 
 log = logging.getLogger("warden.service")
-
-
-class _SIPStreamSink:
-    """Stream handler used until the SIP engine is attached: keeps flows open
-    and logs them, so TLS behaviour can be checked on its own."""
-
-    def on_open(self, conn: Connection) -> None:
-        log.info("%s flow %d from %s:%d (%s %s)", conn.transport, conn.id, *conn.peer, conn.tls_version, conn.cipher)
-
-    def on_data(self, conn: Connection, data: bytes) -> None:
-        log.debug("flow %d: %d bytes", conn.id, len(data))
-
-    def on_close(self, conn: Connection, reason: str) -> None:
-        log.info("flow %d closed: %s", conn.id, reason)
 
 
 class Service:
@@ -42,38 +40,121 @@ class Service:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.tls: TLSManager | None = None
+        self.store: Store | None = None
+        self.engine: Engine | None = None
+        self.udp: UDPServer | None = None
+        self.tcp: StreamServer | None = None
         self.sips: StreamServer | None = None
+        self.control: ControlServer | None = None
+        self.started_at = time.time()
         self._stopping = threading.Event()
 
     def start(self) -> None:
         """Bind every listener or raise (OSError / WardenError) with a clear message."""
         cfg = self.config
-        if cfg.security.enable_tls and cfg.sip.tls_port:
+        sip = cfg.sip
+        if cfg.security.enable_tls and sip.tls_port:
             self.tls = TLSManager.from_config(cfg.security)
             log.info("%s", self.tls.describe())
-            self.sips = StreamServer(
-                [Listener(host, cfg.sip.tls_port) for host in cfg.sip.listen],
-                _SIPStreamSink(),
-                context_factory=self.tls.server_context,
-                handshake_timeout=cfg.sip.tls_handshake_timeout,
-                name="sips",
-            )
+        self.store = Store(cfg.store.path)
+        limits = ParserLimits(max_message_size=sip.max_message_size)
+        self.engine = engine = Engine(
+            self.store, realm=sip.realm, limits=limits, advertised_address=sip.advertised_address,
+            digest_algorithms=sip.digest_algorithms,
+            registrar_policy=RegistrarPolicy(require_tls=cfg.security.require_tls),
+        )
+        engine.start()
+        listeners = lambda port: [Listener(host, port) for host in sip.listen]  # noqa: E731
+        if sip.udp_port:
+            self.udp = UDPServer(listeners(sip.udp_port), engine.datagram)
+            self.udp.start()
+            engine.udp = self.udp
+            engine.listen_ports["udp"] = self.udp.addresses[0][1]
+        handler = SIPStreamHandler(engine, engine.flows, limits)
+        if sip.tcp_port:
+            self.tcp = StreamServer(listeners(sip.tcp_port), handler, name="tcp",
+                                    handshake_timeout=sip.tls_handshake_timeout)
+            self.tcp.start()
+            engine.listen_ports["tcp"] = self.tcp.addresses[0][1]
+        if self.tls is not None:
+            self.sips = StreamServer(listeners(sip.tls_port), handler, context_factory=self.tls.server_context,
+                                     handshake_timeout=sip.tls_handshake_timeout, name="sips")
             self.sips.start()
+            engine.listen_ports["tls"] = self.sips.addresses[0][1]
+        self.control = ControlServer(control_path(cfg))
+        self._register_control_ops(self.control)
+        self.control.start()
 
-    def reload(self) -> None:
+    # -- control channel ----------------------------------------------------------------
+
+    def _register_control_ops(self, server: ControlServer) -> None:
+        engine = self.engine
+        assert engine is not None
+        server.register("status", lambda args: self.status())
+        server.register("registrations.list", lambda args: engine.submit(lambda: self.registrations(args.get("aor"))))
+        server.register("calls.list", lambda args: engine.submit(engine.b2bua.snapshot))
+        server.register("tls.stats", lambda args: self.tls_stats())
+        server.register("sip.stats", lambda args: engine.submit(engine.counters.snapshot))
+        server.register("reload", lambda args: self.reload())
+
+    def status(self) -> dict[str, Any]:
+        listeners = []
+        for name, srv in (("udp", self.udp), ("tcp", self.tcp), ("tls", self.sips)):
+            if srv is not None:
+                listeners += [{"transport": name, "address": host, "port": port} for host, port in srv.addresses]
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime": round(time.time() - self.started_at, 1),
+            "listeners": listeners,
+            "tls": self.tls.report() if self.tls is not None else None,
+        }
+
+    def registrations(self, aor: str | None = None) -> list[dict[str, Any]]:
+        assert self.store is not None and self.engine is not None
+        now = time.time()
+        out = []
+        for b in self.store.bindings(aor, now=now):
+            d = b.to_dict()
+            d["expires_in"] = max(0, int(b.expires_at - now))
+            d["flow_alive"] = b.transport == "udp" or self.engine.flows.get(b.flow_token) is not None
+            out.append(d)
+        return out
+
+    def tls_stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, srv in (("sips", self.sips), ("tcp", self.tcp)):
+            if srv is not None:
+                out[name] = {**srv.stats.snapshot(), "open_connections": srv.open_connections}
+        return out
+
+    def reload(self) -> dict[str, Any]:
         """Re-read certificates; a bad new file is logged and the old kept."""
         if self.tls is None:
-            return
+            return {"reloaded": False, "reason": "TLS is off"}
         try:
-            self.tls.reload()
+            info = self.tls.reload()
         except WardenError as exc:
             log.error("reload rejected, keeping the current certificate: %s", exc)
+            return {"reloaded": False, "error": str(exc)}
+        return {"reloaded": True, "certificate": info.subject, "expires": info.not_after.isoformat()}
 
     def stop(self) -> None:
-        """Close listeners and connections."""
-        if self.sips is not None:
-            self.sips.stop()
-            self.sips = None
+        """Close listeners and connections, then the engine and the store."""
+        for name in ("control", "sips", "tcp", "udp"):
+            server = getattr(self, name)
+            if server is not None:
+                try:
+                    server.stop()
+                except Exception:
+                    log.exception("stopping %s failed", name)
+                setattr(self, name, None)
+        if self.engine is not None:
+            self.engine.stop()
+            self.engine = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
         log.info("stopped")
 
     def run_forever(self) -> None:
@@ -90,9 +171,9 @@ class Service:
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_hup)
-        self.start()
-        log.info("Warden PBX ready")
         try:
+            self.start()
+            log.info("Warden PBX ready")
             while not self._stopping.wait(1.0):
                 pass
         finally:

@@ -520,14 +520,18 @@ class DigestAuthenticator:
         algorithms: Sequence[str] = ALGORITHMS, *, allow_no_qop: bool = True,
         proxy: bool = False, opaque: str | None = None,
     ) -> None:
-        chosen = {_split_algorithm(a)[0] for a in algorithms}
+        chosen = list(dict.fromkeys(_split_algorithm(a)[0] for a in algorithms))
         if not chosen:
             raise ValueError("at least one digest algorithm is needed")
+        unknown = [a for a in chosen if a not in ALGORITHMS]
+        if unknown:
+            raise ValueError(f"unsupported digest algorithm(s): {', '.join(unknown)}")
         self.realm = realm
         self.nonces = nonces
         self._lookup = lookup
-        self.algorithms: tuple[str, ...] = tuple(a for a in ALGORITHMS if a in chosen)
-        """Offered algorithms, always in RFC 8760 preference order."""
+        self.algorithms: tuple[str, ...] = tuple(chosen)
+        """Offered algorithms in the caller's order: clients take the first they support
+        (RFC 7616 §3.7), and many phones and sipp know only MD5, so the order is a setting."""
         self.allow_no_qop = allow_no_qop
         """Accept RFC 2069 responses (no qop), one request per nonce; old phones need it."""
         self.proxy = proxy

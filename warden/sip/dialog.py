@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from warden.errors import SIPError
 
@@ -42,8 +42,8 @@ __all__ = [
 DialogId = tuple[str, str, "str | None"]
 """``(Call-ID, local tag, remote tag)``; the remote tag is ``None`` for an RFC 2543 peer."""
 
-TARGET_REFRESH_METHODS = frozenset({"INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"})
-"""Methods whose Contact replaces the remote target (RFC 3261 §12.2, 3311, 6665)."""
+TARGET_REFRESH_METHODS = frozenset({"INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY"})
+"""Methods whose Contact replaces the remote target (RFC 3261 §12.2, RFC 3311, RFC 6665)."""
 
 _SEQ_MAX = 2**32 - 1
 
@@ -68,6 +68,7 @@ _TABLE: dict[tuple[str, str], str] = {
     ("confirmed", "2xx"): "confirmed",  # a re-INVITE accepted, or a 2xx retransmission
     ("confirmed", "failure"): "confirmed",  # a re-INVITE refused: the dialog stays (§14.1)
     ("confirmed", "ack"): "confirmed",
+    ("terminated", "ack"): "terminated",  # a 2xx retransmission crossing our BYE is still ACKed
     **{(s, "gone"): "terminated" for s in _LIVE},
     **{(s, "bye"): "terminated" for s in _LIVE},
     **{(s, "request"): s for s in _LIVE},
@@ -128,7 +129,6 @@ class Dialog:
     """Sent over TLS to a SIPS Request-URI (§12.1.1): every hop must be TLS."""
     local_target: SipURI | None = None
     """Our Contact, put in target-refresh requests and dialog responses."""
-    _initial: bool = field(default=True, repr=False)
 
     @property
     def id(self) -> DialogId:
@@ -191,14 +191,17 @@ class Dialog:
 
     # -- the table -------------------------------------------------------------------
 
+    def _illegal(self, event: str, status: int = 500) -> DialogError:
+        return DialogError(
+            f"{self.role} dialog {self.call_id}: event {event!r} is not allowed in state {self.state!r}",
+            status, role=self.role, state=self.state, event=event,
+        )
+
     def _next_state(self, event: str, status: int = 500) -> str:
-        try:
-            return _TABLE[(self.state, event)]
-        except KeyError:
-            raise DialogError(
-                f"{self.role} dialog {self.call_id}: event {event!r} is not allowed in state {self.state!r}",
-                status, role=self.role, state=self.state, event=event,
-            ) from None
+        new_state = _TABLE.get((self.state, event))
+        if new_state is None:
+            raise self._illegal(event, status)
+        return new_state
 
     def _step(self, event: str, status: int = 500) -> None:
         self.state = self._next_state(event, status)
@@ -224,12 +227,14 @@ class Dialog:
         the last INVITE's number. Request-URI and Route follow the route set:
         loose routing (``lr``) keeps the remote target as Request-URI, strict
         routing puts the first route there and the remote target last in Route.
-        INVITE and UPDATE carry :attr:`local_target` as Contact.
+        Target-refresh requests carry :attr:`local_target` as Contact.
         """
         method = method.upper()
         if method == "CANCEL":
             raise DialogError("CANCEL is not an in-dialog request: use make_cancel()")
         event = {"ACK": "ack", "BYE": "bye"}.get(method, "request")
+        if event == "bye" and self.role == "uas" and self.state == "early":
+            raise self._illegal(event)  # §15: a callee must not send BYE in an early dialog
         new_state = self._next_state(event)
         if method == "ACK":
             number = cseq if cseq is not None else self.invite_seq
@@ -324,7 +329,8 @@ class Dialog:
     def response_sent(self, response: Response) -> None:
         """Record a response we sent: a 2xx to the INVITE confirms an early dialog,
         a 3xx-6xx to the initial INVITE ends it."""
-        event = self._response_event(response)
-        if event == "failure" and self.state == "confirmed":
-            event = "response"  # a refused re-INVITE leaves the dialog as it was
+        method, status = response.cseq[1], response.status
+        event = "response"
+        if method == "INVITE" and status >= 200:
+            event = "2xx" if status < 300 else "failure" if self.state == "early" else "response"
         self._step(event)

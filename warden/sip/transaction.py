@@ -66,6 +66,7 @@ from .message import Request, Response, make_response
 __all__ = [
     "AckReceived",
     "ClientTransaction",
+    "Destination",
     "RequestReceived",
     "ResponseReceived",
     "ServerTransaction",
@@ -74,6 +75,7 @@ __all__ = [
     "Transaction",
     "TransactionError",
     "TransactionEvent",
+    "TransactionKey",
     "TransactionLayer",
     "TransactionTerminated",
     "TransactionTimeout",
@@ -167,6 +169,8 @@ class Transmit:
 # --- The machines -------------------------------------------------------------
 
 _Table = dict[tuple[str, str], tuple[str, tuple[str, ...]]]
+TransactionKey = tuple[str | int | None, ...]
+"""§17.1.3 ``(branch, method)`` or §17.2.3 ``(branch, sent-by host, port, method)``."""
 
 
 def _same(states: tuple[str, ...], event: str, actions: tuple[str, ...] = ()) -> _Table:
@@ -201,9 +205,7 @@ _CLIENT_NON_INVITE: _Table = {
     **_to(("trying", "proceeding"), "1xx", "proceeding", ("pass",)),
     **_to(("trying", "proceeding"), "2xx", "completed", ("stop", "pass", "arm_K")),
     **_to(("trying", "proceeding"), "3xx-6xx", "completed", ("stop", "pass", "arm_K")),
-    **_same(("completed",), "1xx"),
-    **_same(("completed",), "2xx"),
-    **_same(("completed",), "3xx-6xx"),
+    **{("completed", e): ("completed", ()) for e in ("1xx", "2xx", "3xx-6xx")},
     ("completed", "timer_K"): ("terminated", ()),
     **_to(("trying", "proceeding"), "transport_error", "terminated", ("transport_error",)),
 }
@@ -268,7 +270,7 @@ class Transaction:
 
     __slots__ = ("_machine", "key", "state", "request", "destination", "_gen", "_interval", "_data")
 
-    def __init__(self, machine: _Machine, key: tuple, request: Request, destination: Source) -> None:
+    def __init__(self, machine: _Machine, key: TransactionKey, request: Request, destination: Source) -> None:
         self._machine = machine
         self.key = key
         self.state = "init"
@@ -286,12 +288,12 @@ class Transaction:
     @property
     def branch(self) -> str:
         """The top Via branch ("" for an RFC 2543 server transaction)."""
-        return self.key[0]
+        return str(self.key[0])
 
     @property
     def method(self) -> str:
         """The request method (INVITE for a server INVITE transaction, which also takes its ACK)."""
-        return self.key[-1]
+        return str(self.key[-1])
 
     @property
     def terminated(self) -> bool:
@@ -389,7 +391,7 @@ TransactionEvent = (
 # --- Matching helpers ----------------------------------------------------------
 
 
-def _server_key(request: Request, via: Via) -> tuple:
+def _server_key(request: Request, via: Via) -> TransactionKey:
     """§17.2.3: branch, sent-by and method (ACK matches its INVITE); else RFC 2543 matching."""
     method = "INVITE" if request.method == "ACK" else request.method
     branch = via.branch
@@ -429,8 +431,8 @@ class TransactionLayer:
 
     def __init__(self, timers: Timers | None = None) -> None:
         self.timers = timers or Timers()
-        self._server: dict[tuple, ServerTransaction] = {}
-        self._client: dict[tuple, ClientTransaction] = {}
+        self._server: dict[TransactionKey, ServerTransaction] = {}
+        self._client: dict[TransactionKey, ClientTransaction] = {}
         self._heap: list[tuple[float, int, Transaction, str, int]] = []
         self._seq = itertools.count()
         self._out: list[Transmit] = []
@@ -574,7 +576,8 @@ class TransactionLayer:
         try:
             new_state, actions = machine.table[(txn.state, event)]
         except KeyError:
-            text = f"{machine.role} transaction {txn.branch or txn.key!r}: event {event!r} is not allowed in state {txn.state!r}"
+            text = (f"{machine.role} transaction {txn.branch or txn.key}: "
+                    f"event {event!r} is not allowed in state {txn.state!r}")
             if strict:
                 raise TransactionError(text, role=machine.role, state=txn.state, event=event) from None
             _log.debug("%s; message dropped", text)

@@ -1,0 +1,530 @@
+"""Calls between extensions through a back-to-back user agent.
+
+Each call has an A leg (the caller's dialog with us) and one B leg per callee
+contact while it rings (parallel forking); the first 2xx wins and the other
+forks are cancelled. Every leg keeps the transport and flow its phone uses:
+a TLS phone gets its INVITE over the connection it registered on.
+
+Sans-I/O: the B2BUA sees transaction events and acts through :class:`CallEnv`
+(send a request or response, arm a timer, find a phone's bindings), which the
+engine implements. The protocol thread is the only caller, so no locks.
+
+Strategy: a call is a small state machine (``ringing`` -> ``answered`` ->
+``ended``); what each client transaction was for is remembered in
+``_pending`` so a response knows what to do without searching.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..errors import WardenError
+from ..sip.auth import DigestAuthenticator
+from ..sip.dialog import Dialog, DialogError
+from ..sip.headers import Headers
+from ..sip.message import Request, Response, make_response
+from ..sip.transaction import (
+    ClientTransaction,
+    ServerTransaction,
+    Source,
+    generate_tag,
+    make_cancel,
+)
+from ..sip.uri import NameAddr, SipURI, parse_uri
+from ..store import Binding, Store
+
+__all__ = ["B2BUA", "Call", "CallEnv", "Leg"]
+
+log = logging.getLogger("warden.b2bua")
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+_RELAYED_IN_DIALOG = ("INFO", "UPDATE", "INVITE")
+_HANGUP = {
+    404: ("not_found", "unknown extension"),
+    480: ("offline", "not registered"),
+    486: ("busy", "busy"),
+    487: ("cancelled", "caller cancelled"),
+    408: ("no_answer", "no answer"),
+    603: ("rejected", "declined"),
+}
+
+
+class CallEnv(Protocol):
+    """What the B2BUA needs from the engine."""
+
+    def now(self) -> float:
+        """Monotonic seconds (transaction timers)."""
+
+    def wall(self) -> float:
+        """Epoch seconds (CDRs)."""
+
+    def send_request(self, request: Request, destination: Source) -> ClientTransaction | None:
+        """Add our Via and start a client transaction; None if unreachable."""
+
+    def send_ack(self, request: Request, destination: Source) -> None:
+        """Add our Via and send an ACK (or another stateless request)."""
+
+    def send_response(self, txn: ServerTransaction, response: Response) -> None: ...
+
+    def send_stateless(self, response: Response, destination: Source) -> None: ...
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> None: ...
+
+    def contact_uri(self, destination: Source) -> SipURI:
+        """Our Contact for messages to ``destination`` (our listening address)."""
+
+    def destination_for(self, binding: Binding) -> Source | None:
+        """Where to send a request for this binding: its flow, or its source address; None if dead."""
+
+    def flow_info(self, source: Source) -> tuple[str | None, str | None]:
+        """(TLS version, cipher) of the connection ``source`` came over."""
+
+
+@dataclass(eq=False)
+class Leg:
+    """One side of a call: a dialog between a phone and us."""
+
+    call: "Call"
+    side: str
+    """``a`` (the caller) or ``b`` (a callee fork)."""
+    destination: Source
+    invite: Request
+    dialog: Dialog | None = None
+    invite_txn: ServerTransaction | ClientTransaction | None = None
+    contact: str = ""
+    status: int = 0
+    """Last final status seen on this leg's INVITE."""
+    cancelled: bool = False
+    acked: bool = False
+    last_2xx: Response | None = None
+    """The 2xx we sent this (A) leg, resent until its ACK comes over UDP."""
+
+
+@dataclass(eq=False)
+class Call:
+    """One call attempt."""
+
+    id: int
+    caller: str
+    callee: str
+    a: Leg = field(init=False)
+    forks: list[Leg] = field(default_factory=list)
+    b: Leg | None = None
+    state: str = "ringing"
+    cdr_id: int | None = None
+    started: float = 0.0
+    answered_at: float | None = None
+
+    def other(self, leg: Leg) -> Leg | None:
+        return self.b if leg is self.a else self.a
+
+
+class B2BUA:
+    """Sets up, relays and tears down calls between registered extensions."""
+
+    def __init__(self, env: CallEnv, store: Store, auth: DigestAuthenticator, *, domain: str = "warden",
+                 ring_timeout: float = 120.0) -> None:
+        self.env = env
+        self.store = store
+        self.auth = auth
+        self.domain = domain
+        self.ring_timeout = ring_timeout
+        self.calls: dict[int, Call] = {}
+        self._ids = itertools.count(1)
+        self._by_server_txn: dict[ServerTransaction, Leg] = {}
+        self._pending: dict[ClientTransaction, tuple[Leg, str, ServerTransaction | None, Request | None]] = {}
+        self._dialogs: dict[tuple[str, str], Leg] = {}
+
+    # -- public queries -----------------------------------------------------------
+
+    def snapshot(self) -> list[dict[str, object]]:
+        """Live calls for the control channel."""
+        now = self.env.wall()
+        out = []
+        for call in self.calls.values():
+            legs = [call.a, *([call.b] if call.b else call.forks)]
+            out.append({
+                "id": call.id, "caller": call.caller, "callee": call.callee, "state": call.state,
+                "started_at": call.started, "answered_at": call.answered_at,
+                "duration": round(now - call.answered_at, 1) if call.answered_at else 0.0,
+                "legs": [{"side": leg.side, "transport": leg.destination.transport,
+                          "peer": f"{leg.destination.host}:{leg.destination.port}",
+                          "call_id": leg.invite.call_id} for leg in legs],
+            })
+        return out
+
+    # -- new INVITE ------------------------------------------------------------------
+
+    def on_invite(self, txn: ServerTransaction, req: Request, source: Source) -> None:
+        """An INVITE outside any dialog: authenticate, route, fork."""
+        now, wall = self.env.now(), self.env.wall()
+        result = self.auth.verify("INVITE", req.headers.get_all(self.auth.credentials_header), now,
+                                  peer=source.host)
+        if not result.ok:
+            resp = make_response(req, self.auth.status)
+            for value in self.auth.challenge(now, peer=source.host, stale=result.stale):
+                resp.headers.add(self.auth.challenge_header, value)
+            self.env.send_response(txn, resp)
+            return
+        caller = result.username or ""
+        if req.from_.uri.user_unescaped != caller:
+            log.info("INVITE from %s: authenticated as %s but From is %s", source.host, caller, req.from_.uri)
+            self.env.send_response(txn, make_response(req, 403, "From does not match credentials"))
+            return
+        if "100rel" in [v.strip().lower() for v in req.headers.get_all("Require")]:
+            resp = make_response(req, 420, "Bad Extension")
+            resp.headers.add("Unsupported", "100rel")
+            self.env.send_response(txn, resp)
+            return
+        callee = req.uri.user_unescaped or ""
+        call = Call(id=next(self._ids), caller=caller, callee=callee, started=wall)
+        a = Leg(call, "a", source, req, invite_txn=txn)
+        call.a = a
+        tls_version, tls_cipher = self.env.flow_info(source)
+        call.cdr_id = self.store.start_cdr(
+            req.call_id, caller, callee, wall, caller_transport=source.transport,
+            caller_tls_version=tls_version, caller_tls_cipher=tls_cipher, caller_source=f"{source.host}:{source.port}",
+        )
+        self.calls[call.id] = call
+        self._by_server_txn[txn] = a
+        a.dialog = Dialog.from_uas(req, local_tag=generate_tag(), tls=source.transport == "tls",
+                                   local_target=self.env.contact_uri(source))
+        self._dialogs[(req.call_id, a.dialog.local_tag)] = a
+        if self.store.get_extension(callee) is None:
+            self._fail_call(call, 404, "Not Found")
+            return
+        bindings = self.store.bindings(callee, now=wall)
+        targets = [(b, d) for b in bindings if (d := self.env.destination_for(b)) is not None]
+        if not targets:
+            self._fail_call(call, 480, "Temporarily Unavailable")
+            return
+        if self._busy(callee):
+            self._fail_call(call, 486, "Busy Here")
+            return
+        log.info("call %d: %s -> %s (%d contact(s))", call.id, caller, callee, len(targets))
+        for binding, destination in targets:
+            self._fork(call, binding, destination)
+        if not call.forks:
+            self._fail_call(call, 480, "Temporarily Unavailable")
+            return
+        self.env.call_later(self.ring_timeout, lambda: self._ring_timeout(call))
+
+    def _busy(self, callee: str) -> bool:
+        return any(c.state == "answered" and callee in (c.caller, c.callee) for c in self.calls.values())
+
+    def _fork(self, call: Call, binding: Binding, destination: Source) -> None:
+        a_req = call.a.invite
+        uri = parse_uri(binding.contact)
+        display = a_req.from_.display_name
+        from_ = NameAddr(parse_uri(f"sip:{call.caller}@{self.domain}"), display).with_tag(generate_tag())
+        headers = [
+            ("Max-Forwards", str(max(0, (a_req.max_forwards or 70) - 1))),
+            ("From", str(from_)),
+            ("To", f"<sip:{call.callee}@{self.domain}>"),
+            ("Call-ID", f"{generate_tag()}{generate_tag()}@warden"),
+            ("CSeq", "1 INVITE"),
+            ("Contact", f"<{self.env.contact_uri(destination)}>"),
+            ("Allow", ALLOW),
+            ("User-Agent", "Warden PBX"),
+        ]
+        for path in [p.strip() for p in binding.path.split(",") if p.strip()]:
+            headers.append(("Route", path))
+        req = Request("INVITE", uri, Headers(headers), a_req.body)
+        if a_req.body:
+            req.headers.add("Content-Type", a_req.content_type or "application/sdp")
+        leg = Leg(call, "b", destination, req, contact=binding.contact)
+        txn = self.env.send_request(req, destination)
+        if txn is None:
+            return
+        leg.invite_txn = txn
+        call.forks.append(leg)
+        self._pending[txn] = (leg, "invite", None, None)
+
+    # -- responses on B legs -------------------------------------------------------------
+
+    def on_response(self, txn: ClientTransaction, resp: Response, retransmission: bool) -> None:
+        entry = self._pending.get(txn)
+        if entry is None:
+            return
+        leg, purpose, server_txn, original = entry
+        if purpose == "invite":
+            self._invite_response(leg, resp, retransmission)
+        elif purpose == "relay" and server_txn is not None and original is not None:
+            self._relay_response(leg, resp, server_txn, original)
+        if resp.status >= 200 and not (purpose == "invite" and 200 <= resp.status < 300):
+            self._pending.pop(txn, None)
+
+    def _invite_response(self, leg: Leg, resp: Response, retransmission: bool) -> None:
+        call = leg.call
+        status = resp.status
+        if status == 100:
+            return
+        if 100 < status < 200:
+            if call.state != "ringing" or leg.cancelled:
+                return
+            tag = resp.to.tag
+            if tag and leg.dialog is None:
+                try:
+                    leg.dialog = Dialog.from_uac(leg.invite, resp, tls=leg.destination.transport == "tls",
+                                                 local_target=self.env.contact_uri(leg.destination))
+                except DialogError:
+                    leg.dialog = None
+            self._to_a(call, status, resp.reason, resp.body, resp.content_type)
+            return
+        if 200 <= status < 300:
+            self._invite_2xx(leg, resp, retransmission)
+            return
+        leg.status = status
+        if leg in call.forks:
+            call.forks.remove(leg)
+        if call.state == "ringing" and not call.forks:
+            statuses = [status] + ([call.a.status] if call.a.status else [])
+            best = 486 if 486 in statuses or 600 <= status < 700 and status != 603 else status
+            if best >= 600 and best != 603:
+                best = 486
+            self._fail_call(call, best, resp.reason if best == status else None)
+
+    def _invite_2xx(self, leg: Leg, resp: Response, retransmission: bool) -> None:
+        call = leg.call
+        try:
+            if leg.dialog is None or leg.dialog.remote_tag != resp.to.tag:
+                if leg.dialog is not None and leg.dialog.state == "confirmed":
+                    raise DialogError("2xx from a second fork")
+                leg.dialog = Dialog.from_uac(leg.invite, resp, tls=leg.destination.transport == "tls",
+                                             local_target=self.env.contact_uri(leg.destination))
+            elif leg.dialog.state == "early":
+                leg.dialog.receive_response(resp)
+        except DialogError as exc:
+            log.info("call %d: unusable 2xx (%s)", call.id, exc)
+            return
+        self._ack(leg)
+        if retransmission or leg.acked and call.b is leg:
+            return
+        leg.acked = True
+        if call.state != "ringing" or leg.cancelled:
+            self._bye(leg, "late answer")  # another fork won, or the caller gave up
+            return
+        call.state = "answered"
+        call.b = leg
+        call.answered_at = self.env.wall()
+        self._dialogs[(leg.invite.call_id, leg.invite.from_.tag or "")] = leg
+        for other in list(call.forks):
+            if other is not leg:
+                self._cancel(other)
+        call.forks = [leg]
+        tls_version, tls_cipher = self.env.flow_info(leg.destination)
+        if call.cdr_id is not None:
+            self.store.answer_cdr(call.cdr_id, call.answered_at, callee_contact=leg.contact,
+                                  callee_transport=leg.destination.transport,
+                                  callee_tls_version=tls_version, callee_tls_cipher=tls_cipher)
+        log.info("call %d answered by %s", call.id, leg.contact)
+        self._to_a(call, 200, "OK", resp.body, resp.content_type)
+        self._retransmit_2xx(call, 0.5)
+
+    def _ack(self, leg: Leg) -> None:
+        assert leg.dialog is not None
+        ack = leg.dialog.create_request("ACK")
+        self.env.send_ack(ack, leg.destination)
+
+    def _to_a(self, call: Call, status: int, reason: str | None, body: bytes, content_type: str | None) -> None:
+        a = call.a
+        assert a.dialog is not None and isinstance(a.invite_txn, ServerTransaction)
+        headers = [("Allow", ALLOW)]
+        if body:
+            headers.append(("Content-Type", content_type or "application/sdp"))
+        resp = a.dialog.make_response(a.invite, status, reason, headers=headers, body=body)
+        if status >= 200:
+            a.dialog.response_sent(resp)
+        self.env.send_response(a.invite_txn, resp)
+        if status >= 200:
+            a.status = status
+            a.last_2xx = resp if status < 300 else None
+
+    def _retransmit_2xx(self, call: Call, interval: float, elapsed: float = 0.0) -> None:
+        """§13.3.1.4: resend the 2xx to an unreliable caller until its ACK comes."""
+        a = call.a
+        if a.destination.transport != "udp":
+            return
+        if a.acked or call.state != "answered":
+            return
+        if elapsed >= 32.0:
+            log.info("call %d: no ACK for the 2xx, hanging up", call.id)
+            self._end_call(call, "failed", "no ACK from caller", bye_a=True, bye_b=True)
+            return
+        if elapsed > 0 and a.last_2xx is not None:
+            self.env.send_stateless(a.last_2xx, a.destination)
+
+        def again() -> None:
+            self._retransmit_2xx(call, min(interval * 2, 4.0), elapsed + interval)
+
+        self.env.call_later(interval, again)
+
+    def _cancel(self, leg: Leg) -> None:
+        if leg.cancelled:
+            return
+        leg.cancelled = True
+        cancel = make_cancel(leg.invite)
+        txn = self.env.send_request(cancel, leg.destination)
+        if txn is not None:
+            self._pending[txn] = (leg, "cancel", None, None)
+
+    # -- requests in dialogs ------------------------------------------------------------------
+
+    def on_ack(self, req: Request, source: Source) -> None:
+        leg = self._dialogs.get((req.call_id, req.to.tag or ""))
+        if leg is not None and leg.side == "a":
+            leg.acked = True
+
+    def on_cancel(self, txn: ServerTransaction, req: Request, invite_txn: ServerTransaction | None) -> None:
+        leg = self._by_server_txn.get(invite_txn) if invite_txn is not None else None
+        if leg is None:
+            self.env.send_response(txn, make_response(req, 481, "Call/Transaction Does Not Exist"))
+            return
+        self.env.send_response(txn, make_response(req, 200, "OK"))
+        call = leg.call
+        if call.state != "ringing":
+            return
+        for fork in list(call.forks):
+            self._cancel(fork)
+        self._fail_call(call, 487, "Request Terminated", disposition=("cancelled", "caller cancelled"))
+
+    def on_in_dialog(self, txn: ServerTransaction, req: Request, source: Source) -> bool:
+        """A request with a To tag. False if it belongs to no call we know."""
+        leg = self._dialogs.get((req.call_id, req.to.tag or ""))
+        if leg is None or leg.dialog is None:
+            return False
+        try:
+            leg.dialog.receive_request(req)
+        except DialogError as exc:
+            self.env.send_response(txn, make_response(req, exc.status, str(exc)[:60]))
+            return True
+        call = leg.call
+        if req.method == "BYE":
+            self.env.send_response(txn, leg.dialog.make_response(req, 200, "OK"))
+            who = "caller" if leg.side == "a" else "callee"
+            self._end_call(call, "answered" if call.answered_at else "cancelled", f"{who} hung up",
+                           bye_a=leg.side == "b", bye_b=leg.side == "a")
+            return True
+        if req.method == "OPTIONS":
+            resp = leg.dialog.make_response(req, 200, "OK", headers=[("Allow", ALLOW)])
+            self.env.send_response(txn, resp)
+            return True
+        other = call.other(leg)
+        if req.method in _RELAYED_IN_DIALOG and other is not None and other.dialog is not None and call.state == "answered":
+            headers = []
+            if req.body:
+                headers.append(("Content-Type", req.content_type or "application/sdp"))
+            out = other.dialog.create_request(req.method, headers=headers, body=req.body)
+            ctxn = self.env.send_request(out, other.destination)
+            if ctxn is None:
+                self.env.send_response(txn, leg.dialog.make_response(req, 503, "Peer Unreachable"))
+            else:
+                self._pending[ctxn] = (other, "relay", txn, req)
+                self._by_server_txn[txn] = leg
+            return True
+        self.env.send_response(txn, leg.dialog.make_response(req, 488 if req.method == "INVITE" else 405))
+        return True
+
+    def _relay_response(self, leg: Leg, resp: Response, server_txn: ServerTransaction, original: Request) -> None:
+        """A response on one leg to a request relayed from the other leg."""
+        call = leg.call
+        origin = self._by_server_txn.get(server_txn)
+        if resp.status < 200 or origin is None or origin.dialog is None:
+            return
+        if leg.dialog is not None:
+            try:
+                leg.dialog.receive_response(resp)
+            except DialogError:
+                pass
+        if resp.cseq[1] == "INVITE" and 200 <= resp.status < 300 and leg.dialog is not None:
+            self._ack(leg)
+        headers = [("Content-Type", resp.content_type or "application/sdp")] if resp.body else []
+        out = origin.dialog.make_response(original, resp.status, resp.reason, headers=headers, body=resp.body)
+        self.env.send_response(server_txn, out)
+        self._by_server_txn.pop(server_txn, None)
+        log.debug("call %d: relayed %d %s", call.id, resp.status, resp.cseq[1])
+
+    # -- timeouts and transport failures ---------------------------------------------------
+
+    def on_timeout(self, txn: ClientTransaction | ServerTransaction) -> None:
+        entry = self._pending.pop(txn, None) if isinstance(txn, ClientTransaction) else None
+        if entry is None:
+            return
+        leg, purpose, server_txn, original = entry
+        if purpose == "invite":
+            self._invite_response(leg, make_response(leg.invite, 408, "Request Timeout"), False)
+        elif purpose == "relay" and server_txn is not None and original is not None:
+            self._relay_response(leg, make_response(original, 408, "Request Timeout"), server_txn, original)
+
+    def on_terminated(self, txn: ClientTransaction | ServerTransaction) -> None:
+        if isinstance(txn, ClientTransaction):
+            self._pending.pop(txn, None)
+        else:
+            leg = self._by_server_txn.get(txn)
+            if leg is not None and leg.invite_txn is not txn:
+                self._by_server_txn.pop(txn, None)
+
+    def _ring_timeout(self, call: Call) -> None:
+        if call.state == "ringing":
+            for fork in list(call.forks):
+                self._cancel(fork)
+            self._fail_call(call, 480, "No Answer", disposition=("no_answer", "ring timeout"))
+
+    def flow_closed(self, token: str) -> None:
+        """A phone's connection died: end its answered calls."""
+        for call in list(self.calls.values()):
+            for leg in (call.a, call.b):
+                if leg is not None and leg.destination.flow == token and call.state == "answered":
+                    self._end_call(call, "answered", "connection lost", bye_a=leg.side == "b", bye_b=leg.side == "a")
+
+    # -- ending -------------------------------------------------------------------------------
+
+    def _fail_call(self, call: Call, status: int, reason: str | None, *,
+                   disposition: tuple[str, str] | None = None) -> None:
+        if call.state == "ended":
+            return
+        self._to_a(call, status, reason, b"", None)
+        disp, cause = disposition or _HANGUP.get(status, ("failed", f"{status} {reason or ''}".strip()))
+        self._finish(call, disp, cause)
+
+    def _end_call(self, call: Call, disposition: str, cause: str, *, bye_a: bool, bye_b: bool) -> None:
+        if call.state == "ended":
+            return
+        if bye_a:
+            self._bye(call.a, cause)
+        if bye_b and call.b is not None:
+            self._bye(call.b, cause)
+        self._finish(call, disposition, cause)
+
+    def _bye(self, leg: Leg, cause: str) -> None:
+        if leg.dialog is None or leg.dialog.state != "confirmed":
+            return
+        try:
+            bye = leg.dialog.create_request("BYE", headers=[("Reason", f'SIP;cause=200;text="{cause}"')])
+        except DialogError:
+            return
+        txn = self.env.send_request(bye, leg.destination)
+        if txn is not None:
+            self._pending[txn] = (leg, "bye", None, None)
+
+    def _finish(self, call: Call, disposition: str, cause: str) -> None:
+        call.state = "ended"
+        if call.cdr_id is not None:
+            try:
+                self.store.end_cdr(call.cdr_id, self.env.wall(), disposition, cause)
+            except WardenError as exc:
+                log.error("call %d: CDR end failed: %s", call.id, exc)
+        log.info("call %d ended: %s (%s)", call.id, disposition, cause)
+        self.calls.pop(call.id, None)
+        for leg in (call.a, *call.forks, call.b):
+            if leg is None:
+                continue
+            if leg.dialog is not None:
+                self._dialogs.pop((leg.dialog.call_id, leg.dialog.local_tag), None)
+            if isinstance(leg.invite_txn, ServerTransaction):
+                self._by_server_txn.pop(leg.invite_txn, None)
+

@@ -1,0 +1,406 @@
+"""The protocol thread: drains the inbound queue and drives SIP.
+
+Transport threads (UDP receivers, stream I/O threads) put work on one queue;
+this thread alone parses datagrams, runs the transaction layer, the registrar
+and the B2BUA, sends what they produce and fires timers. Protocol state is
+touched by one thread only, so none of it needs a lock.
+
+Strategy for bad input: a datagram that does not parse is answered with a
+best-effort 400 when it carries enough headers to address one, otherwise it
+is dropped; either way it is logged and the loop moves on. An exception from
+any handler is logged with the message's Call-ID and never stops the loop.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from .core.b2bua import ALLOW, B2BUA
+from .core.registrar import Origin, Registrar, RegistrarPolicy
+from .errors import SIPError, SIPParseError, WardenError
+from .sip import salvage
+from .sip.auth import DigestAuthenticator, HA1Pair, NonceManager
+from .sip.message import ParserLimits, Request, Response, make_response, parse_message
+from .sip.transaction import (
+    AckReceived,
+    ClientTransaction,
+    RequestReceived,
+    ResponseReceived,
+    ServerTransaction,
+    Source,
+    TransactionLayer,
+    TransactionTerminated,
+    TransactionTimeout,
+    TransportError,
+    new_branch,
+)
+from .sip.uri import SipURI, parse_uri
+from .store import Binding, Store
+from .transport.sip_stream import FlowTable
+from .transport.stream import Connection
+
+__all__ = ["Engine", "Counters"]
+
+log = logging.getLogger("warden.engine")
+
+_STOP = object()
+
+
+class Counters:
+    """SIP counters for the control channel (written by the engine thread only)."""
+
+    def __init__(self) -> None:
+        self.received: dict[str, int] = {}
+        self.responses_sent: dict[int, int] = {}
+        self.malformed = 0
+        self.dropped = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "requests_received": dict(self.received),
+            "responses_sent": {str(k): v for k, v in sorted(self.responses_sent.items())},
+            "malformed": self.malformed,
+            "dropped": self.dropped,
+        }
+
+
+class Engine:
+    """One protocol thread for the whole PBX."""
+
+    def __init__(self, store: Store, *, realm: str, limits: ParserLimits, registrar_policy: RegistrarPolicy,
+                 advertised_address: str = "", digest_algorithms: tuple[str, ...] = ("MD5", "SHA-256")) -> None:
+        self.store = store
+        self.realm = realm
+        self.limits = limits
+        self.advertised_address = advertised_address
+        self.inbound: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.flows = FlowTable()
+        self.txl = TransactionLayer()
+        nonces = NonceManager(secrets.token_bytes(32))
+        self.auth = DigestAuthenticator(realm, nonces, self._lookup, digest_algorithms)
+        self.registrar = Registrar(store, self.auth, registrar_policy)
+        self.b2bua = B2BUA(self, store, self.auth, domain=realm)
+        self.counters = Counters()
+        self.udp: Any = None
+        """The UDPServer (set by the service) used to send datagrams."""
+        self.listen_ports: dict[str, int] = {}
+        """Our listening port per transport, for Via and Contact."""
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._local_cache: dict[str, str] = {}
+        self._next_sweep = 0.0
+
+    # -- life cycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.inbound.put(_STOP)
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def submit(self, fn: Callable[[], Any], timeout: float = 5.0) -> Any:
+        """Run ``fn`` on the engine thread and return its result (for the control channel)."""
+        future: Future[Any] = Future()
+        self.inbound.put(("call", fn, future))
+        return future.result(timeout)
+
+    # -- inputs from transport threads (any thread) ------------------------------------------
+
+    def datagram(self, data: bytes, peer: tuple[str, int], local: tuple[str, int], received_at: float) -> None:
+        self.inbound.put(("dgram", data, peer, local))
+
+    def stream_message(self, conn: Connection, message: Request | Response, received_at: float) -> None:
+        self.inbound.put(("msg", message, conn))
+
+    def stream_invalid(self, conn: Connection, data: bytes, error: SIPParseError) -> None:
+        self.inbound.put(("bad", data, conn, error))
+
+    def stream_closed(self, conn: Connection, reason: str) -> None:
+        self.inbound.put(("closed", conn, reason))
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        get = self.inbound.get
+        while True:
+            timeout = self._next_timeout()
+            try:
+                item = get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                return
+            if item is not None:
+                try:
+                    self._dispatch(item)
+                except Exception:
+                    log.exception("engine failed on %s", item[0])
+            try:
+                self._fire_timers()
+                self._flush()
+            except Exception:
+                log.exception("engine failed on timers")
+
+    def _next_timeout(self) -> float | None:
+        now = time.monotonic()
+        deadlines = [self._next_sweep]
+        t = self.txl.next_timer()
+        if t is not None:
+            deadlines.append(t)
+        if self._timers:
+            deadlines.append(self._timers[0][0])
+        return max(0.0, min(deadlines) - now)
+
+    def _dispatch(self, item: tuple[Any, ...]) -> None:
+        kind = item[0]
+        if kind == "dgram":
+            _, data, peer, local = item
+            self._datagram(data, peer, local)
+        elif kind == "msg":
+            _, message, conn = item
+            source = Source(conn.transport, conn.peer[0], conn.peer[1], FlowTable.token(conn))
+            self._message(message, source, conn.local, conn)
+        elif kind == "bad":
+            _, data, conn, error = item
+            self.counters.malformed += 1
+            log.info("malformed SIP from %s %s:%d: %s", conn.transport, *conn.peer, error)
+            reply = salvage.error_response(data, error.status, str(error))
+            if reply is not None:
+                conn.send(reply)
+        elif kind == "closed":
+            _, conn, reason = item
+            token = FlowTable.token(conn)
+            self.b2bua.flow_closed(token)
+            log.debug("flow %s closed: %s", token, reason)
+        elif kind == "call":
+            _, fn, future = item
+            try:
+                future.set_result(fn())
+            except Exception as exc:
+                future.set_exception(exc)
+        self._flush()
+
+    def _datagram(self, data: bytes, peer: tuple[str, int], local: tuple[str, int]) -> None:
+        if data.strip(b"\r\n") == b"":
+            return  # RFC 5626 UDP keep-alive (CRLF) or noise
+        source = Source("udp", peer[0], peer[1])
+        try:
+            message = parse_message(data, self.limits)
+        except SIPParseError as exc:
+            self.counters.malformed += 1
+            log.info("malformed SIP from udp %s:%d: %s", peer[0], peer[1], exc)
+            reply = salvage.error_response(data, exc.status, str(exc))
+            if reply is not None and self.udp is not None:
+                self.udp.send(reply, peer, local)
+            return
+        self._message(message, source, local, None)
+
+    def _message(self, message: Request | Response, source: Source, local: tuple[str, int],
+                 conn: Connection | None) -> None:
+        now = time.monotonic()
+        if isinstance(message, Response):
+            self.txl.receive_response(message, source, now)
+            self._events()
+            return
+        self.counters.received[message.method] = self.counters.received.get(message.method, 0) + 1
+        via = message.via
+        if via.host != source.host or via.has_rport:
+            message.headers.set("Via", ", ".join([str(via.with_received(source.host, source.port)),
+                                                  *message.headers.get_all("Via")[1:]]))
+        self.txl.receive_request(message, source, now)
+        self._events(local=local, conn=conn)
+
+    # -- transaction events -> the TU -------------------------------------------------------------
+
+    def _events(self, *, local: tuple[str, int] | None = None, conn: Connection | None = None) -> None:
+        for event in self.txl.events():
+            try:
+                if isinstance(event, RequestReceived):
+                    self._request(event.transaction, event.request, event.source, local, conn)
+                elif isinstance(event, ResponseReceived):
+                    self.b2bua.on_response(event.transaction, event.response, event.retransmission)
+                elif isinstance(event, AckReceived):
+                    self.b2bua.on_ack(event.request, event.source)
+                elif isinstance(event, (TransactionTimeout, TransportError)):
+                    self.b2bua.on_timeout(event.transaction)  # type: ignore[arg-type]
+                elif isinstance(event, TransactionTerminated):
+                    self.b2bua.on_terminated(event.transaction)  # type: ignore[arg-type]
+            except WardenError as exc:
+                log.warning("%s while handling %s", exc, type(event).__name__)
+            except Exception:
+                log.exception("failed handling %s", type(event).__name__)
+
+    def _request(self, txn: ServerTransaction, req: Request, source: Source, local: tuple[str, int] | None,
+                 conn: Connection | None) -> None:
+        method = req.method
+        try:
+            if req.max_forwards == 0 and method != "OPTIONS":
+                self.send_response(txn, make_response(req, 483, "Too Many Hops"))
+            elif method == "REGISTER":
+                origin = self._origin(source, local, conn)
+                self.send_response(txn, self.registrar.handle(req, origin, time.time()))
+            elif req.to.tag is not None:
+                if method == "CANCEL" or not self.b2bua.on_in_dialog(txn, req, source):
+                    self.send_response(txn, make_response(req, 481, "Call/Transaction Does Not Exist"))
+            elif method == "INVITE":
+                self.b2bua.on_invite(txn, req, source)
+            elif method == "CANCEL":
+                self.b2bua.on_cancel(txn, req, self.txl.find_invite_for_cancel(req))
+            elif method == "OPTIONS":
+                resp = make_response(req, 200, "OK")
+                resp.headers.add("Allow", ALLOW)
+                resp.headers.add("Accept", "application/sdp")
+                resp.headers.add("Supported", "outbound, path")
+                self.send_response(txn, resp)
+            elif method in ("SUBSCRIBE", "PUBLISH"):
+                self.send_response(txn, make_response(req, 489, "Bad Event"))
+            else:
+                resp = make_response(req, 405, "Method Not Allowed")
+                resp.headers.add("Allow", ALLOW + ", REGISTER")
+                self.send_response(txn, resp)
+        except SIPError as exc:
+            log.info("%s %s from %s:%d: %s", method, req.call_id, source.host, source.port, exc)
+            self.send_response(txn, make_response(req, exc.status, str(exc)[:80]))
+
+    def _origin(self, source: Source, local: tuple[str, int] | None, conn: Connection | None) -> Origin:
+        local = local or ("", 0)
+        return Origin(
+            transport=source.transport, host=source.host, port=source.port,
+            local_host=local[0], local_port=local[1],
+            flow=str(source.flow) if source.flow else None,
+            tls_version=conn.tls_version if conn is not None else None,
+            tls_cipher=conn.cipher if conn is not None else None,
+        )
+
+    def _lookup(self, username: str) -> HA1Pair | None:
+        creds = self.store.credentials(username)
+        if creds is None:
+            return None
+        ha1_md5, ha1_sha256, realm = creds
+        if realm != self.realm:
+            log.warning("extension %s has credentials for realm %r, not %r: reset its password", username, realm, self.realm)
+            return None
+        return HA1Pair(ha1_md5=ha1_md5, ha1_sha256=ha1_sha256)
+
+    # -- timers --------------------------------------------------------------------------------
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), fn))
+
+    def _fire_timers(self) -> None:
+        now = time.monotonic()
+        self.txl.handle_timers(now)
+        self._events()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, fn = heapq.heappop(self._timers)
+            try:
+                fn()
+            except Exception:
+                log.exception("timer failed")
+        if now >= self._next_sweep:
+            self._next_sweep = now + 10.0
+            expired = self.store.expire_bindings(time.time())
+            for b in expired:
+                log.info("%s: binding %s expired", b.aor, b.contact)
+
+    # -- output ----------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        for tx in self.txl.outbox():
+            if not self._transmit(tx.data, tx.destination) and tx.transaction is not None:
+                self.txl.transport_error(tx.transaction, time.monotonic())
+        self._events()
+
+    def _transmit(self, data: bytes, dest: Source) -> bool:
+        if dest.transport == "udp":
+            return bool(self.udp is not None and self.udp.send(data, (dest.host, dest.port)))
+        conn = self.flows.get(str(dest.flow) if dest.flow else None)
+        if conn is None:
+            self.counters.dropped += 1
+            log.info("no %s connection to %s:%d any more: message dropped", dest.transport, dest.host, dest.port)
+            return False
+        return conn.send(data)
+
+    # -- CallEnv for the B2BUA ----------------------------------------------------------------------
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
+
+    def _via(self, destination: Source) -> str:
+        host, port = self._local_address(destination)
+        shown = f"[{host}]" if ":" in host else host
+        return f"SIP/2.0/{destination.transport.upper()} {shown}:{port};branch={new_branch()};rport"
+
+    def send_request(self, request: Request, destination: Source) -> ClientTransaction | None:
+        request.headers.add("Via", self._via(destination), first=True)
+        return self.txl.send_request(request, destination, time.monotonic())
+
+    def send_ack(self, request: Request, destination: Source) -> None:
+        request.headers.add("Via", self._via(destination), first=True)
+        self.txl.send_stateless(request, destination)
+
+    def send_response(self, txn: ServerTransaction, response: Response) -> None:
+        self.counters.responses_sent[response.status] = self.counters.responses_sent.get(response.status, 0) + 1
+        self.txl.send_response(txn, response, time.monotonic())
+
+    def send_stateless(self, response: Response, destination: Source) -> None:
+        self.txl.send_stateless(response, destination)
+
+    def contact_uri(self, destination: Source) -> SipURI:
+        host, port = self._local_address(destination)
+        shown = f"[{host}]" if ":" in host else host
+        transport = destination.transport
+        suffix = "" if transport == "udp" else f";transport={transport}"
+        return parse_uri(f"sip:warden@{shown}:{port}{suffix}")
+
+    def destination_for(self, binding: Binding) -> Source | None:
+        if binding.transport == "udp":
+            return Source("udp", binding.source_host, binding.source_port)
+        conn = self.flows.get(binding.flow_token)
+        if conn is None:
+            return None
+        return Source(binding.transport, binding.source_host, binding.source_port, binding.flow_token)
+
+    def flow_info(self, source: Source) -> tuple[str | None, str | None]:
+        conn = self.flows.get(str(source.flow) if source.flow else None)
+        if conn is None:
+            return None, None
+        return conn.tls_version, conn.cipher
+
+    def _local_address(self, destination: Source) -> tuple[str, int]:
+        """Our address as ``destination`` sees it, and our listening port."""
+        port = self.listen_ports.get(destination.transport, 5060)
+        if self.advertised_address:
+            return self.advertised_address, port
+        conn = self.flows.get(str(destination.flow) if destination.flow else None)
+        if conn is not None:
+            return conn.local[0], port
+        host = self._local_cache.get(destination.host)
+        if host is None:
+            family = socket.AF_INET6 if ":" in destination.host else socket.AF_INET
+            try:
+                with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                    probe.connect((destination.host, 9))  # no packet is sent: a route lookup
+                    host = probe.getsockname()[0]
+            except OSError:
+                host = "127.0.0.1" if family == socket.AF_INET else "::1"
+            self._local_cache[destination.host] = host
+        return host, port
+
