@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import TypeVar
 
 from warden.errors import SIPParseError
 
@@ -153,14 +154,24 @@ LIST_HEADERS: frozenset[str] = frozenset(
 """Lower-cased names of headers whose grammar is a comma-separated list."""
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
+_T = TypeVar("_T")
 _BAD_VALUE_RE = re.compile(r"[\x00\r\n]")
+
+
+_KEYS: dict[str, str] = {}
 
 
 def header_key(name: str) -> str:
     """The lookup key of a header name: lower-case, compact form expanded."""
+    key = _KEYS.get(name)
+    if key is not None:
+        return key
     key = name.lower()
     full = COMPACT_FORMS.get(key)
-    return full.lower() if full else key
+    key = full.lower() if full else key
+    if len(_KEYS) < 4096:  # names come from peers: keep the memo bounded
+        _KEYS[name] = key
+    return key
 
 
 def canonical_name(name: str) -> str:
@@ -170,6 +181,8 @@ def canonical_name(name: str) -> str:
 
 def _split_list(value: str) -> list[str]:
     """Split a list header value on commas outside quotes and ``<...>``; drop empty items."""
+    if '"' not in value and "<" not in value:  # the common case, without a character loop
+        return [item for item in (part.strip(" \t") for part in value.split(",")) if item]
     items: list[str] = []
     start, depth, quoted, i = 0, 0, False, 0
     while i < len(value):
@@ -201,12 +214,26 @@ class Headers:
     CR or LF: :meth:`add` refuses them, which rules out header injection.
     """
 
-    __slots__ = ("_fields",)
+    __slots__ = ("_fields", "_memo")
 
     def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
         self._fields: list[tuple[str, str, str]] = []
+        self._memo: dict[str, object] = {}
         for name, value in fields:
             self.add(name, value)
+
+    def memo(self, key: str, compute: Callable[[], _T]) -> _T:
+        """``compute()``, remembered until header ``key`` changes.
+
+        Parsed views of a header (From, To, Via...) are asked for many times per
+        message. ``key`` must be the :func:`header_key` of the one header the
+        value derives from: changing that header forgets it, so it is never stale.
+        """
+        try:
+            return self._memo[key]  # type: ignore[return-value]
+        except KeyError:
+            value = self._memo[key] = compute()
+            return value
 
     @classmethod
     def _trusted(cls, fields: list[tuple[str, str, str]]) -> Headers:
@@ -232,6 +259,7 @@ class Headers:
             self._fields.insert(at, entry)
         else:
             self._fields.append(entry)
+        self._memo.pop(key, None)
 
     def set(self, name: str, value: str) -> None:
         """Replace every field named ``name`` with one, where the first one was."""
@@ -240,12 +268,14 @@ class Headers:
         at = next((i for i, f in enumerate(self._fields) if f[0] == key), len(self._fields))
         self._fields = [f for f in self._fields if f[0] != key]
         self._fields.insert(min(at, len(self._fields)), (key, name, value))
+        self._memo.pop(key, None)
 
     def remove(self, name: str) -> int:
         """Remove every field named ``name``; return how many there were."""
         key = header_key(name)
         before = len(self._fields)
         self._fields = [f for f in self._fields if f[0] != key]
+        self._memo.pop(key, None)
         return before - len(self._fields)
 
     def get(self, name: str, default: str | None = None) -> str | None:

@@ -161,9 +161,10 @@ def _header_error(name: str, exc: SIPParseError) -> SIPParseError:
 
 
 class _MessageMixin:
-    """Accessors shared by requests and responses; each parses on every call.
+    """Accessors shared by requests and responses.
 
-    Values are not cached because ``headers`` may change between calls.
+    Parsed values are memoised in ``headers`` (see :meth:`Headers.memo`), which
+    forgets them whenever a header changes, so they are never stale.
     """
 
     __slots__ = ()
@@ -178,6 +179,9 @@ class _MessageMixin:
 
     @property
     def call_id(self) -> str:
+        return self.headers.memo("call-id", self._call_id)
+
+    def _call_id(self) -> str:
         value = self._required("Call-ID").strip(" \t")
         if not value or any(ch in value for ch in " \t"):
             raise SIPParseError(f"invalid Call-ID {value[:80]!r}", 400)
@@ -186,6 +190,9 @@ class _MessageMixin:
     @property
     def cseq(self) -> tuple[int, str]:
         """``(sequence number, method)``; the number is a 32-bit unsigned integer."""
+        return self.headers.memo("cseq", self._cseq)
+
+    def _cseq(self) -> tuple[int, str]:
         value = self._required("CSeq")
         m = _CSEQ_RE.fullmatch(value)
         if m is None:
@@ -194,6 +201,9 @@ class _MessageMixin:
 
     @property
     def from_(self) -> NameAddr:
+        return self.headers.memo("from", self._from)
+
+    def _from(self) -> NameAddr:
         try:
             return parse_name_addr(self._required("From"))
         except SIPParseError as exc:
@@ -201,6 +211,9 @@ class _MessageMixin:
 
     @property
     def to(self) -> NameAddr:
+        return self.headers.memo("to", self._to)
+
+    def _to(self) -> NameAddr:
         try:
             return parse_name_addr(self._required("To"))
         except SIPParseError as exc:
@@ -209,8 +222,11 @@ class _MessageMixin:
     @property
     def vias(self) -> list[Via]:
         """Every Via, top (most recent hop) first."""
+        return list(self.headers.memo("via", self._vias))
+
+    def _vias(self) -> tuple[Via, ...]:
         try:
-            return [parse_via(v) for v in self.headers.get_all("Via")]
+            return tuple(parse_via(v) for v in self.headers.get_all("Via"))
         except SIPParseError as exc:
             raise _header_error("Via", exc) from None
 
@@ -218,7 +234,7 @@ class _MessageMixin:
     def via(self) -> Via:
         """The top Via, which identifies the transaction (RFC 3261 §17.2.3)."""
         try:
-            return parse_via(self.headers.get_all("Via")[0])
+            return self.headers.memo("via", self._vias)[0]
         except IndexError:
             raise SIPParseError("missing Via header", 400) from None
         except SIPParseError as exc:
@@ -454,6 +470,9 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
     return msg
 
 
+_COPIED = ("via", "from", "call-id", "cseq")
+
+
 def make_response(
     request: Request,
     status: int,
@@ -474,16 +493,18 @@ def make_response(
     if not 100 <= status <= 699:
         raise ValueError(f"status {status} is outside 100-699")
     out = Headers()
-    for name, value in request.headers:
-        key = header_key(name)
-        if key in ("via", "from", "call-id", "cseq") or (key == "timestamp" and status == 100):
-            out.add(name, value)
+    fields, memo = out._fields, out._memo  # values come from a parsed request: already checked
+    for entry in request.headers._fields:
+        key = entry[0]
+        if key in _COPIED or (key == "timestamp" and status == 100):
+            fields.append(entry)
         elif key == "to":
-            if to_tag is not None:
-                addr = parse_name_addr(value)
-                if addr.tag is None:
-                    value = str(addr.with_tag(to_tag))
-            out.add(name, value)
+            if to_tag is not None and request.to.tag is None:
+                entry = (key, entry[1], str(request.to.with_tag(to_tag)))
+            fields.append(entry)
+    for key in _COPIED:  # the parsed views stay valid for identical values
+        if key in request.headers._memo:
+            memo[key] = request.headers._memo[key]
     for name, value in headers:
         out.add(name, value)
     if reason is None:

