@@ -160,8 +160,9 @@ class SIPConfig:
     tls_port: int = _setting(5061, _int(0, 65535), "SIPS (SIP over TLS) port (0 turns TLS off)")
     realm: str = _setting("warden", _str, "digest authentication realm")
     digest_algorithms: tuple[str, ...] = _setting(
-        ("MD5", "SHA-256"), _digest_algorithms,
-        "digest challenges offered, in order (phones answer the first they support; many know only MD5)",
+        ("MD5",), _digest_algorithms,
+        "digest challenges offered, in order; add SHA-256 only when every phone copes with a"
+        " challenge it cannot answer (libre 1.1/baresip 1.0 fails the REGISTER)",
     )
     advertised_address: str = _setting(
         "", _str, "address put in Via/Contact/SDP (empty: the address a phone reached us on)"

@@ -78,7 +78,7 @@ class Engine:
     """One protocol thread for the whole PBX."""
 
     def __init__(self, store: Store, *, realm: str, limits: ParserLimits, registrar_policy: RegistrarPolicy,
-                 advertised_address: str = "", digest_algorithms: tuple[str, ...] = ("MD5", "SHA-256")) -> None:
+                 advertised_address: str = "", digest_algorithms: tuple[str, ...] = ("MD5",)) -> None:
         self.store = store
         self.realm = realm
         self.limits = limits

@@ -2,8 +2,9 @@
 
 RFC 3261 §21.4.1: a malformed request gets a 400 when we can still address
 one. We pull Via, From, To, Call-ID and CSeq out of the raw header lines
-without trusting anything else; with no Via there is nobody to answer, and
-responses are never answered.
+without trusting anything else. A response needs all five (§8.2.6), so when
+one is missing or the message is not a request there is no answer: the
+caller logs and drops it.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def error_response(data: bytes, status: int, reason: str) -> bytes | None:
         key = _LONG.get(key, key)
         if key in _NEEDED and len(value) < 1024:
             found.setdefault(key, []).append(value.strip())
-    if "via" not in found:
+    if any(key not in found for key in _NEEDED):
         return None
     phrase = _REASON_SAFE.sub("", reason)[:80] or "Bad Request"
     out = [f"SIP/2.0 {status} {phrase}"]
