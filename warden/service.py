@@ -22,6 +22,7 @@ from .control.location import control_path
 from .core.registrar import RegistrarPolicy
 from .engine import Engine
 from .errors import WardenError
+from .sdnotify import notify
 from .sip.message import ParserLimits
 from .store import Store
 from .tls import TLSManager
@@ -132,11 +133,14 @@ class Service:
         """Re-read certificates; a bad new file is logged and the old kept."""
         if self.tls is None:
             return {"reloaded": False, "reason": "TLS is off"}
+        notify("RELOADING=1")
         try:
             info = self.tls.reload()
         except WardenError as exc:
             log.error("reload rejected, keeping the current certificate: %s", exc)
             return {"reloaded": False, "error": str(exc)}
+        finally:
+            notify("READY=1")
         return {"reloaded": True, "certificate": info.subject, "expires": info.not_after.isoformat()}
 
     def stop(self) -> None:
@@ -174,7 +178,9 @@ class Service:
         try:
             self.start()
             log.info("Warden PBX ready")
+            notify("READY=1", f"STATUS=serving {len(self.status()['listeners'])} SIP listeners")
             while not self._stopping.wait(1.0):
                 pass
         finally:
+            notify("STOPPING=1")
             self.stop()
