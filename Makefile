@@ -48,7 +48,7 @@ test: venv
 test-debian:
 	@tools/ensure-apt.sh $(APT_BUILD) $(APT_TEST) $(APT_DEBIAN_PY)
 	rm -rf build/debian-py && mkdir -p build/debian-py
-	cp -r warden warden_ext tests tools conf setup.py pyproject.toml README.md build/debian-py/
+	cp -r warden warden_ext tests tools bench conf setup.py pyproject.toml README.md build/debian-py/
 	cd build/debian-py && env PATH=/usr/sbin:/usr/bin:/sbin:/bin /usr/bin/python3 setup.py -q build_ext --inplace
 	cd build/debian-py && env PATH=/usr/sbin:/usr/bin:/sbin:/bin /usr/bin/python3 -m pytest -q -p no:cacheprovider
 

@@ -42,6 +42,7 @@ from .sip.transaction import (
     TransactionTerminated,
     TransactionTimeout,
     TransportError,
+    generate_tag,
     new_branch,
 )
 from .sip.uri import SipURI, parse_uri
@@ -249,32 +250,32 @@ class Engine:
         method = req.method
         try:
             if req.max_forwards == 0 and method != "OPTIONS":
-                self.send_response(txn, make_response(req, 483, "Too Many Hops"))
+                self.send_response(txn, make_response(req, 483, "Too Many Hops", to_tag=generate_tag()))
             elif method == "REGISTER":
                 origin = self._origin(source, local, conn)
                 self.send_response(txn, self.registrar.handle(req, origin, time.time()))
             elif req.to.tag is not None:
                 if method == "CANCEL" or not self.b2bua.on_in_dialog(txn, req, source):
-                    self.send_response(txn, make_response(req, 481, "Call/Transaction Does Not Exist"))
+                    self.send_response(txn, make_response(req, 481, "Call/Transaction Does Not Exist", to_tag=generate_tag()))
             elif method == "INVITE":
                 self.b2bua.on_invite(txn, req, source)
             elif method == "CANCEL":
                 self.b2bua.on_cancel(txn, req, self.txl.find_invite_for_cancel(req))
             elif method == "OPTIONS":
-                resp = make_response(req, 200, "OK")
+                resp = make_response(req, 200, "OK", to_tag=generate_tag())
                 resp.headers.add("Allow", ALLOW)
                 resp.headers.add("Accept", "application/sdp")
                 resp.headers.add("Supported", "outbound, path")
                 self.send_response(txn, resp)
             elif method in ("SUBSCRIBE", "PUBLISH"):
-                self.send_response(txn, make_response(req, 489, "Bad Event"))
+                self.send_response(txn, make_response(req, 489, "Bad Event", to_tag=generate_tag()))
             else:
-                resp = make_response(req, 405, "Method Not Allowed")
+                resp = make_response(req, 405, "Method Not Allowed", to_tag=generate_tag())
                 resp.headers.add("Allow", ALLOW + ", REGISTER")
                 self.send_response(txn, resp)
         except SIPError as exc:
             log.info("%s %s from %s:%d: %s", method, req.call_id, source.host, source.port, exc)
-            self.send_response(txn, make_response(req, exc.status, str(exc)[:80]))
+            self.send_response(txn, make_response(req, exc.status, str(exc)[:80], to_tag=generate_tag()))
 
     def _origin(self, source: Source, local: tuple[str, int] | None, conn: Connection | None) -> Origin:
         local = local or ("", 0)
@@ -349,7 +350,9 @@ class Engine:
         return f"SIP/2.0/{destination.transport.upper()} {shown}:{port};branch={new_branch()};rport"
 
     def send_request(self, request: Request, destination: Source) -> ClientTransaction | None:
-        request.headers.add("Via", self._via(destination), first=True)
+        # a CANCEL from make_cancel() already carries its INVITE's Via (§9.1): keep it
+        if request.method != "CANCEL" or not request.headers.get_all("Via"):
+            request.headers.add("Via", self._via(destination), first=True)
         return self.txl.send_request(request, destination, time.monotonic())
 
     def send_ack(self, request: Request, destination: Source) -> None:

@@ -12,6 +12,12 @@ engine implements. The protocol thread is the only caller, so no locks.
 Strategy: a call is a small state machine (``ringing`` -> ``answered`` ->
 ``ended``); what each client transaction was for is remembered in
 ``_pending`` so a response knows what to do without searching.
+
+A caller that goes away while its call rings (CANCEL, BYE on the early
+dialog, its connection closing, our responses failing to reach it) must stop
+every fork from ringing: each of those paths ends in :meth:`B2BUA._abandon`.
+A fork is only cancelled once it has sent a provisional response (RFC 3261
+§9.1); until then the CANCEL waits on the leg (``cancel_pending``).
 """
 
 from __future__ import annotations
@@ -53,6 +59,23 @@ _HANGUP = {
 }
 
 
+def _best_failure(failures: list[tuple[int, str]]) -> tuple[int, str | None]:
+    """The answer for the caller when every fork failed (after RFC 3261 §16.7).
+
+    A 6xx wins (603 Decline as it is; other global failures become 486, as a
+    single phone's busy); then any fork's 486, since a busy phone says the
+    most; otherwise the lowest class, first come.
+    """
+    statuses = [status for status, _ in failures]
+    global_ = [s for s in statuses if s >= 600]
+    if global_:
+        return (603, None) if 603 in global_ else (486, None)
+    if 486 in statuses:
+        return 486, None
+    status, reason = min(failures, key=lambda f: f[0] // 100)
+    return status, reason or None
+
+
 class CallEnv(Protocol):
     """What the B2BUA needs from the engine."""
 
@@ -63,7 +86,12 @@ class CallEnv(Protocol):
         """Epoch seconds (CDRs)."""
 
     def send_request(self, request: Request, destination: Source) -> ClientTransaction | None:
-        """Add our Via and start a client transaction; None if unreachable."""
+        """Add our Via and start a client transaction; None if unreachable.
+
+        A CANCEL (from :func:`make_cancel`) already carries its INVITE's top Via
+        and must go out with that one Via only (RFC 3261 §9.1): the callee
+        matches it to the INVITE by that branch (§9.2).
+        """
 
     def send_ack(self, request: Request, destination: Source) -> None:
         """Add our Via and send an ACK (or another stateless request)."""
@@ -99,6 +127,11 @@ class Leg:
     status: int = 0
     """Last final status seen on this leg's INVITE."""
     cancelled: bool = False
+    """We gave up on this (B) leg: a CANCEL is sent or waits in ``cancel_pending``."""
+    provisional: bool = False
+    """A 1xx came on this (B) leg's INVITE, so a CANCEL may be sent (§9.1)."""
+    cancel_pending: bool = False
+    """A CANCEL waits for the first 1xx."""
     acked: bool = False
     last_2xx: Response | None = None
     """The 2xx we sent this (A) leg, resent until its ACK comes over UDP."""
@@ -115,6 +148,8 @@ class Call:
     forks: list[Leg] = field(default_factory=list)
     b: Leg | None = None
     state: str = "ringing"
+    failures: list[tuple[int, str]] = field(default_factory=list)
+    """Final failure (status, reason) of each fork, to pick the caller's answer from."""
     cdr_id: int | None = None
     started: float = 0.0
     answered_at: float | None = None
@@ -165,7 +200,7 @@ class B2BUA:
         result = self.auth.verify("INVITE", req.headers.get_all(self.auth.credentials_header), now,
                                   peer=source.host)
         if not result.ok:
-            resp = make_response(req, self.auth.status)
+            resp = make_response(req, self.auth.status, to_tag=generate_tag())
             for value in self.auth.challenge(now, peer=source.host, stale=result.stale):
                 resp.headers.add(self.auth.challenge_header, value)
             self.env.send_response(txn, resp)
@@ -173,27 +208,39 @@ class B2BUA:
         caller = result.username or ""
         if req.from_.uri.user_unescaped != caller:
             log.info("INVITE from %s: authenticated as %s but From is %s", source.host, caller, req.from_.uri)
-            self.env.send_response(txn, make_response(req, 403, "From does not match credentials"))
+            self._refuse(txn, req, 403, "From does not match credentials")
             return
         if "100rel" in [v.strip().lower() for v in req.headers.get_all("Require")]:
-            resp = make_response(req, 420, "Bad Extension")
-            resp.headers.add("Unsupported", "100rel")
-            self.env.send_response(txn, resp)
+            self._refuse(txn, req, 420, "Bad Extension", [("Unsupported", "100rel")])
+            return
+        try:
+            # before the call exists: an INVITE that cannot make a dialog (no
+            # Contact) must leave neither a ringing call nor an open CDR behind
+            dialog = Dialog.from_uas(req, local_tag=generate_tag(), tls=source.transport == "tls",
+                                     local_target=self.env.contact_uri(source))
+        except DialogError as exc:
+            log.info("INVITE %s from %s:%d refused: %s", req.call_id, source.host, source.port, exc)
+            self._refuse(txn, req, exc.status, str(exc)[:80])
             return
         callee = req.uri.user_unescaped or ""
         call = Call(id=next(self._ids), caller=caller, callee=callee, started=wall)
-        a = Leg(call, "a", source, req, invite_txn=txn)
+        a = Leg(call, "a", source, req, invite_txn=txn, dialog=dialog)
         call.a = a
         tls_version, tls_cipher = self.env.flow_info(source)
-        call.cdr_id = self.store.start_cdr(
-            req.call_id, caller, callee, wall, caller_transport=source.transport,
-            caller_tls_version=tls_version, caller_tls_cipher=tls_cipher, caller_source=f"{source.host}:{source.port}",
-        )
+        try:
+            call.cdr_id = self.store.start_cdr(
+                req.call_id, caller, callee, wall, caller_transport=source.transport,
+                caller_tls_version=tls_version, caller_tls_cipher=tls_cipher,
+                caller_source=f"{source.host}:{source.port}",
+            )
+        except WardenError as exc:
+            # every call attempt has a CDR: without one, the call is not placed
+            log.error("call from %s: CDR start failed, refusing the call: %s", caller, exc)
+            self._refuse(txn, req, 500, "Server Internal Error", to_tag=dialog.local_tag)
+            return
         self.calls[call.id] = call
         self._by_server_txn[txn] = a
-        a.dialog = Dialog.from_uas(req, local_tag=generate_tag(), tls=source.transport == "tls",
-                                   local_target=self.env.contact_uri(source))
-        self._dialogs[(req.call_id, a.dialog.local_tag)] = a
+        self._dialogs[(req.call_id, dialog.local_tag)] = a
         if self.store.get_extension(callee) is None:
             self._fail_call(call, 404, "Not Found")
             return
@@ -212,6 +259,12 @@ class B2BUA:
             self._fail_call(call, 480, "Temporarily Unavailable")
             return
         self.env.call_later(self.ring_timeout, lambda: self._ring_timeout(call))
+
+    def _refuse(self, txn: ServerTransaction, req: Request, status: int, reason: str,
+                headers: list[tuple[str, str]] | None = None, *, to_tag: str | None = None) -> None:
+        """A final answer to an INVITE that makes no call, with a To tag (§8.2.6.2)."""
+        resp = make_response(req, status, reason, to_tag=to_tag or generate_tag(), headers=headers or [])
+        self.env.send_response(txn, resp)
 
     def _busy(self, callee: str) -> bool:
         return any(c.state == "answered" and callee in (c.caller, c.callee) for c in self.calls.values())
@@ -261,6 +314,13 @@ class B2BUA:
     def _invite_response(self, leg: Leg, resp: Response, retransmission: bool) -> None:
         call = leg.call
         status = resp.status
+        if status < 200:
+            leg.provisional = True
+            if leg.cancel_pending:
+                leg.cancel_pending = False
+                self._send_cancel(leg)
+        else:
+            leg.cancel_pending = False  # the INVITE is over: nothing left to cancel
         if status == 100:
             return
         if 100 < status < 200:
@@ -279,14 +339,19 @@ class B2BUA:
             self._invite_2xx(leg, resp, retransmission)
             return
         leg.status = status
-        if leg in call.forks:
-            call.forks.remove(leg)
-        if call.state == "ringing" and not call.forks:
-            statuses = [status] + ([call.a.status] if call.a.status else [])
-            best = 486 if 486 in statuses or 600 <= status < 700 and status != 603 else status
-            if best >= 600 and best != 603:
-                best = 486
-            self._fail_call(call, best, resp.reason if best == status else None)
+        if leg not in call.forks:
+            return  # a fork already given up (flow lost), or a retransmission
+        call.forks.remove(leg)
+        if call.state != "ringing":
+            return  # a cancelled fork's 487, or one that lost to the answer
+        call.failures.append((status, resp.reason))
+        if status >= 600:
+            for other in list(call.forks):  # §16.7: a 6xx ends the search everywhere
+                self._cancel(other)
+            call.forks.clear()
+        if not call.forks:
+            best, reason = _best_failure(call.failures)
+            self._fail_call(call, best, reason)
 
     def _invite_2xx(self, leg: Leg, resp: Response, retransmission: bool) -> None:
         call = leg.call
@@ -318,9 +383,12 @@ class B2BUA:
         call.forks = [leg]
         tls_version, tls_cipher = self.env.flow_info(leg.destination)
         if call.cdr_id is not None:
-            self.store.answer_cdr(call.cdr_id, call.answered_at, callee_contact=leg.contact,
-                                  callee_transport=leg.destination.transport,
-                                  callee_tls_version=tls_version, callee_tls_cipher=tls_cipher)
+            try:
+                self.store.answer_cdr(call.cdr_id, call.answered_at, callee_contact=leg.contact,
+                                      callee_transport=leg.destination.transport,
+                                      callee_tls_version=tls_version, callee_tls_cipher=tls_cipher)
+            except WardenError as exc:  # the callee is connected: the caller must hear it
+                log.error("call %d: CDR answer failed: %s", call.id, exc)
         log.info("call %d answered by %s", call.id, leg.contact)
         self._to_a(call, 200, "OK", resp.body, resp.content_type)
         self._retransmit_2xx(call, 0.5)
@@ -339,10 +407,10 @@ class B2BUA:
         resp = a.dialog.make_response(a.invite, status, reason, headers=headers, body=body)
         if status >= 200:
             a.dialog.response_sent(resp)
-        self.env.send_response(a.invite_txn, resp)
-        if status >= 200:
             a.status = status
             a.last_2xx = resp if status < 300 else None
+        if not a.invite_txn.terminated:  # else its flow failed (_server_failed): no one to tell
+            self.env.send_response(a.invite_txn, resp)
 
     def _retransmit_2xx(self, call: Call, interval: float, elapsed: float = 0.0) -> None:
         """§13.3.1.4: resend the 2xx to an unreliable caller until its ACK comes."""
@@ -364,9 +432,18 @@ class B2BUA:
         self.env.call_later(interval, again)
 
     def _cancel(self, leg: Leg) -> None:
+        """Give up on a B leg: CANCEL it now, or once its first 1xx comes (§9.1)."""
         if leg.cancelled:
             return
         leg.cancelled = True
+        if leg.status >= 200:
+            return  # its INVITE is already over
+        if not leg.provisional:
+            leg.cancel_pending = True
+            return
+        self._send_cancel(leg)
+
+    def _send_cancel(self, leg: Leg) -> None:
         cancel = make_cancel(leg.invite)
         txn = self.env.send_request(cancel, leg.destination)
         if txn is not None:
@@ -382,15 +459,13 @@ class B2BUA:
     def on_cancel(self, txn: ServerTransaction, req: Request, invite_txn: ServerTransaction | None) -> None:
         leg = self._by_server_txn.get(invite_txn) if invite_txn is not None else None
         if leg is None:
-            self.env.send_response(txn, make_response(req, 481, "Call/Transaction Does Not Exist"))
+            self.env.send_response(txn, make_response(req, 481, "Call/Transaction Does Not Exist",
+                                                      to_tag=generate_tag()))
             return
-        self.env.send_response(txn, make_response(req, 200, "OK"))
-        call = leg.call
-        if call.state != "ringing":
-            return
-        for fork in list(call.forks):
-            self._cancel(fork)
-        self._fail_call(call, 487, "Request Terminated", disposition=("cancelled", "caller cancelled"))
+        # §9.2: the 200 for the CANCEL carries the To tag the INVITE's responses have
+        to_tag = leg.dialog.local_tag if leg.dialog is not None else None
+        self.env.send_response(txn, make_response(req, 200, "OK", to_tag=to_tag))
+        self._abandon(leg.call, "caller cancelled")
 
     def on_in_dialog(self, txn: ServerTransaction, req: Request, source: Source) -> bool:
         """A request with a To tag. False if it belongs to no call we know."""
@@ -405,6 +480,9 @@ class B2BUA:
         call = leg.call
         if req.method == "BYE":
             self.env.send_response(txn, leg.dialog.make_response(req, 200, "OK"))
+            if call.state == "ringing" and leg.side == "a":
+                self._abandon(call, "caller hung up")  # §15: a BYE on the early dialog
+                return True
             who = "caller" if leg.side == "a" else "callee"
             self._end_call(call, "answered" if call.answered_at else "cancelled", f"{who} hung up",
                            bye_a=leg.side == "b", bye_b=leg.side == "a")
@@ -451,7 +529,11 @@ class B2BUA:
     # -- timeouts and transport failures ---------------------------------------------------
 
     def on_timeout(self, txn: ClientTransaction | ServerTransaction) -> None:
-        entry = self._pending.pop(txn, None) if isinstance(txn, ClientTransaction) else None
+        """No final response came (B, F), or a message could not be sent at all."""
+        if isinstance(txn, ServerTransaction):
+            self._server_failed(txn)
+            return
+        entry = self._pending.pop(txn, None)
         if entry is None:
             return
         leg, purpose, server_txn, original = entry
@@ -459,6 +541,19 @@ class B2BUA:
             self._invite_response(leg, make_response(leg.invite, 408, "Request Timeout"), False)
         elif purpose == "relay" and server_txn is not None and original is not None:
             self._relay_response(leg, make_response(original, 408, "Request Timeout"), server_txn, original)
+
+    def _server_failed(self, txn: ServerTransaction) -> None:
+        """Our response on the caller's INVITE could not be sent (its flow is gone):
+        the caller cannot hear the call any more, so end it on the callee's side.
+        (A Timer H timeout comes after the call ended and finds nothing.)"""
+        leg = self._by_server_txn.get(txn)
+        if leg is None or leg.side != "a" or leg.invite_txn is not txn:
+            return
+        call = leg.call
+        if call.state == "ringing":
+            self._abandon(call, "caller unreachable")
+        elif call.state == "answered":
+            self._end_call(call, "answered", "caller unreachable", bye_a=False, bye_b=True)
 
     def on_terminated(self, txn: ClientTransaction | ServerTransaction) -> None:
         if isinstance(txn, ClientTransaction):
@@ -475,13 +570,32 @@ class B2BUA:
             self._fail_call(call, 480, "No Answer", disposition=("no_answer", "ring timeout"))
 
     def flow_closed(self, token: str) -> None:
-        """A phone's connection died: end its answered calls."""
+        """A phone's connection died: end its answered calls, stop the ringing of
+        calls it placed, and drop forks ringing it (it can answer nothing now)."""
         for call in list(self.calls.values()):
+            if call.state == "ringing":
+                if call.a.destination.flow == token:
+                    self._abandon(call, "caller connection lost")
+                    continue
+                for fork in [f for f in call.forks if f.destination.flow == token]:
+                    if isinstance(fork.invite_txn, ClientTransaction):
+                        self._pending.pop(fork.invite_txn, None)  # its Timer B finds nothing later
+                    self._invite_response(fork, make_response(fork.invite, 480), False)
+                continue
             for leg in (call.a, call.b):
                 if leg is not None and leg.destination.flow == token and call.state == "answered":
                     self._end_call(call, "answered", "connection lost", bye_a=leg.side == "b", bye_b=leg.side == "a")
 
     # -- ending -------------------------------------------------------------------------------
+
+    def _abandon(self, call: Call, cause: str) -> None:
+        """The caller gave up (or is gone) while its call rang: cancel every fork,
+        answer its INVITE 487 and record the call as cancelled."""
+        if call.state != "ringing":
+            return
+        for fork in list(call.forks):
+            self._cancel(fork)
+        self._fail_call(call, 487, "Request Terminated", disposition=("cancelled", cause))
 
     def _fail_call(self, call: Call, status: int, reason: str | None, *,
                    disposition: tuple[str, str] | None = None) -> None:

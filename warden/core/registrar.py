@@ -19,6 +19,7 @@ from email.utils import formatdate
 
 from ..sip.auth import AuthReason, DigestAuthenticator
 from ..sip.message import Request, Response, make_response
+from ..sip.transaction import generate_tag
 from ..sip.uri import NameAddr
 from ..store import Binding, Store
 from ..store.bindings import binding_key
@@ -69,13 +70,15 @@ class Registrar:
         self.store = store
         self.auth = auth
         self.policy = policy
+        self._tag = generate_tag()
+        """One To tag for every REGISTER response (§8.2.6.2 needs one; a registrar has no dialogs)."""
 
     def handle(self, req: Request, origin: Origin, now: float) -> Response:
         """Answer one REGISTER (any error becomes a response, never an exception)."""
         policy = self.policy
         if policy.require_tls and origin.transport != "tls":
             log.info("REGISTER from %s:%d over %s refused: TLS required", origin.host, origin.port, origin.transport)
-            return make_response(req, 403, "TLS Required")
+            return make_response(req, 403, "TLS Required", to_tag=self._tag)
         aor = req.to.uri.user_unescaped
         peer = f"{origin.host}"
         result = self.auth.verify("REGISTER", req.headers.get_all(self.auth.credentials_header), now, peer=peer)
@@ -88,10 +91,10 @@ class Registrar:
             return self._challenge(req, now, peer, stale=result.stale)
         if not aor or result.username != aor:
             log.info("REGISTER from %s:%d: user %r may not register %r", origin.host, origin.port, result.username, aor)
-            return make_response(req, 403, "Forbidden")
+            return make_response(req, 403, "Forbidden", to_tag=self._tag)
         if req.contact_wildcard:
             if req.expires != 0 or len(req.headers.get_all("Contact")) != 1:
-                return make_response(req, 400, "Wildcard Contact needs Expires: 0 alone")
+                return make_response(req, 400, "Wildcard Contact needs Expires: 0 alone", to_tag=self._tag)
             self.store.remove_bindings(aor)
             log.info("%s unregistered all contacts", aor)
             return self._ok(req, aor, now, [])
@@ -105,14 +108,14 @@ class Registrar:
             if expires is None:
                 expires = policy.default_expires
             if 0 < expires < policy.min_expires:
-                resp = make_response(req, 423, "Interval Too Brief")
+                resp = make_response(req, 423, "Interval Too Brief", to_tag=self._tag)
                 resp.headers.add("Min-Expires", str(policy.min_expires))
                 return resp
             expires = min(expires, policy.max_expires)
             key = binding_key(str(contact.uri), contact.instance, contact.reg_id)
             old = current.get(key)
             if old is not None and old.call_id == call_id and cseq <= old.cseq:
-                return make_response(req, 500, "Out of order REGISTER")  # RFC 3261 §10.3 step 7
+                return make_response(req, 500, "Out of order REGISTER", to_tag=self._tag)  # RFC 3261 §10.3 step 7
             if expires == 0:
                 updates.append((key, None))
                 continue
@@ -145,7 +148,7 @@ class Registrar:
             else:
                 remaining[key] = binding
         if len(remaining) > policy.max_contacts:
-            return make_response(req, 403, f"Too many contacts (at most {policy.max_contacts})")
+            return make_response(req, 403, f"Too many contacts (at most {policy.max_contacts})", to_tag=self._tag)
         for key, binding in updates:
             if binding is None:
                 self.store.remove_binding(aor, key)
@@ -156,13 +159,13 @@ class Registrar:
         return self._ok(req, aor, now, list(remaining.values()), outbound=any(c.uri.params.get("ob", "x") is None or c.instance for c in contacts))
 
     def _challenge(self, req: Request, now: float, peer: str, *, stale: bool) -> Response:
-        resp = make_response(req, self.auth.status, "Unauthorized" if self.auth.status == 401 else None)
+        resp = make_response(req, self.auth.status, "Unauthorized" if self.auth.status == 401 else None, to_tag=self._tag)
         for value in self.auth.challenge(now, peer=peer, stale=stale):
             resp.headers.add(self.auth.challenge_header, value)
         return resp
 
     def _ok(self, req: Request, aor: str, now: float, bindings: list[Binding], *, outbound: bool = False) -> Response:
-        resp = make_response(req, 200, "OK")
+        resp = make_response(req, 200, "OK", to_tag=self._tag)
         for b in bindings:
             resp.headers.add("Contact", f"<{b.contact}>;expires={max(0, int(b.expires_at - now))}")
         for path in req.headers.get_all("Path"):
