@@ -26,7 +26,7 @@ $(VENV)/.installed: $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
-	$(PY) -c "import warden_ext.g711 as m; assert m.__file__.endswith('.so'), m.__file__"
+	$(PY) -c "import importlib; [importlib.import_module('warden_ext.' + n).__file__.endswith('.so') or exit(n + ' not compiled') for n in ('g711', 'relay', 'mixer')]"
 	touch $@
 
 venv: $(VENV)/.installed

@@ -74,6 +74,11 @@ def test_two_baresip_phones_call_over_tls(pbx: Any, phones: Any) -> None:
     time.sleep(3)  # RTP flows both ways
     calls = pbx.control.call("calls.list")
     assert len(calls) == 1 and calls[0]["state"] == "answered"
+    # the audio went through our relay, both ways, from the phones' real addresses
+    [stream] = calls[0]["media"]
+    assert 10000 <= stream["a_port"] <= 20000 and 10000 <= stream["b_port"] <= 20000
+    assert stream["a_to_b"]["packets"] > 50 and stream["b_to_a"]["packets"] > 50
+    assert stream["a_to_b"]["source"][0] == "127.0.0.1" and stream["a_to_b"]["dropped_foreign"] == 0
     alice.command("/hangup")
     bob.wait_for(r"terminated \(duration", timeout=10)
 

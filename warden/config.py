@@ -128,6 +128,18 @@ def _digest_algorithms(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def _numbers(value: Any) -> tuple[str, ...]:
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+        raise _Invalid(f"must be a list of numbers, got {value!r}")
+    out = tuple(str(v) for v in value)
+    bad = [v for v in out if not v.isdigit()]
+    if bad:
+        raise _Invalid(f"must be dialable numbers (digits), got {bad[0]!r}")
+    return out
+
+
 def _path(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise _Invalid(f"must be a file path, got {value!r}")
@@ -221,6 +233,9 @@ class MediaConfig:
     rtp_port_max: int = _setting(20000, _int(1025, 65535), "highest RTP relay port")
     media_timeout: float = _setting(
         30.0, _float(1, 3600), "seconds without RTP before an answered call is hung up"
+    )
+    conference_rooms: tuple[str, ...] = _setting(
+        ("8000",), _numbers, "numbers that dial a conference room (not extensions)"
     )
 
 

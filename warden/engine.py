@@ -79,7 +79,8 @@ class Engine:
     """One protocol thread for the whole PBX."""
 
     def __init__(self, store: Store, *, realm: str, limits: ParserLimits, registrar_policy: RegistrarPolicy,
-                 advertised_address: str = "", digest_algorithms: tuple[str, ...] = ("MD5",)) -> None:
+                 advertised_address: str = "", digest_algorithms: tuple[str, ...] = ("MD5",),
+                 media: Any = None, conference: Any = None, media_timeout: float = 30.0) -> None:
         self.store = store
         self.realm = realm
         self.limits = limits
@@ -90,7 +91,8 @@ class Engine:
         nonces = NonceManager(secrets.token_bytes(32))
         self.auth = DigestAuthenticator(realm, nonces, self._lookup, digest_algorithms)
         self.registrar = Registrar(store, self.auth, registrar_policy)
-        self.b2bua = B2BUA(self, store, self.auth, domain=realm)
+        self.b2bua = B2BUA(self, store, self.auth, domain=realm, media=media, conference=conference,
+                           media_timeout=media_timeout)
         self.counters = Counters()
         self.udp: Any = None
         """The UDPServer (set by the service) used to send datagrams."""
@@ -380,6 +382,9 @@ class Engine:
         if conn is None:
             return None
         return Source(binding.transport, binding.source_host, binding.source_port, binding.flow_token)
+
+    def media_host(self, source: Source) -> str:
+        return self._local_address(source)[0]
 
     def flow_info(self, source: Source) -> tuple[str | None, str | None]:
         conn = self.flows.get(str(source.flow) if source.flow else None)

@@ -21,6 +21,8 @@ from .control import ControlServer
 from .control.location import control_path
 from .core.registrar import RegistrarPolicy
 from .engine import Engine
+from .media.anchor import MediaPlane
+from .media.conference import ConferenceBridge
 from .errors import WardenError
 from .sdnotify import notify
 from .sip.message import ParserLimits
@@ -47,6 +49,8 @@ class Service:
         self.tcp: StreamServer | None = None
         self.sips: StreamServer | None = None
         self.control: ControlServer | None = None
+        self.media: MediaPlane | None = None
+        self.conference: ConferenceBridge | None = None
         self.started_at = time.time()
         self._stopping = threading.Event()
 
@@ -59,10 +63,15 @@ class Service:
             log.info("%s", self.tls.describe())
         self.store = Store(cfg.store.path)
         limits = ParserLimits(max_message_size=sip.max_message_size)
+        self.media = MediaPlane(cfg.media.rtp_port_min, cfg.media.rtp_port_max)
+        self.media.start()
+        self.conference = ConferenceBridge(self.media.pool, cfg.media.conference_rooms)
+        self.conference.start()
         self.engine = engine = Engine(
             self.store, realm=sip.realm, limits=limits, advertised_address=sip.advertised_address,
             digest_algorithms=sip.digest_algorithms,
             registrar_policy=RegistrarPolicy(require_tls=cfg.security.require_tls),
+            media=self.media, conference=self.conference, media_timeout=cfg.media.media_timeout,
         )
         engine.start()
         listeners = lambda port: [Listener(host, port) for host in sip.listen]  # noqa: E731
@@ -109,6 +118,11 @@ class Service:
             "uptime": round(time.time() - self.started_at, 1),
             "listeners": listeners,
             "tls": self.tls.report() if self.tls is not None else None,
+            "media": {
+                "implementation": self.media.implementation if self.media is not None else None,
+                "rtp_ports_in_use": self.media.pool.in_use * 2 if self.media is not None else 0,
+                "conference_rooms": self.conference.snapshot() if self.conference is not None else {},
+            },
         }
 
     def registrations(self, aor: str | None = None) -> list[dict[str, Any]]:
@@ -156,6 +170,11 @@ class Service:
         if self.engine is not None:
             self.engine.stop()
             self.engine = None
+        for name in ("conference", "media"):
+            part = getattr(self, name)
+            if part is not None:
+                part.stop()
+                setattr(self, name, None)
         if self.store is not None:
             self.store.close()
             self.store = None

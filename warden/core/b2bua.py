@@ -26,9 +26,9 @@ import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from ..errors import WardenError
+from ..errors import SIPParseError, WardenError
 from ..sip.auth import DigestAuthenticator
 from ..sip.dialog import Dialog, DialogError
 from ..sip.headers import Headers
@@ -42,6 +42,10 @@ from ..sip.transaction import (
 )
 from ..sip.uri import NameAddr, SipURI, parse_uri
 from ..store import Binding, Store
+
+if TYPE_CHECKING:
+    from ..media.anchor import CallMedia, MediaPlane
+    from ..media.conference import ConferenceBridge, Participant
 
 __all__ = ["B2BUA", "Call", "CallEnv", "Leg"]
 
@@ -108,6 +112,9 @@ class CallEnv(Protocol):
     def destination_for(self, binding: Binding) -> Source | None:
         """Where to send a request for this binding: its flow, or its source address; None if dead."""
 
+    def media_host(self, source: Source) -> str:
+        """Our address as the phone at ``source`` reaches us: what SDP names."""
+
     def flow_info(self, source: Source) -> tuple[str | None, str | None]:
         """(TLS version, cipher) of the connection ``source`` came over."""
 
@@ -153,6 +160,11 @@ class Call:
     cdr_id: int | None = None
     started: float = 0.0
     answered_at: float | None = None
+    media: "CallMedia | None" = None
+    """The relay ports this call's RTP is anchored on."""
+    room: "Participant | None" = None
+    """Set when the callee is a conference room."""
+    room_joined: float = 0.0
 
     def other(self, leg: Leg) -> Leg | None:
         return self.b if leg is self.a else self.a
@@ -162,8 +174,13 @@ class B2BUA:
     """Sets up, relays and tears down calls between registered extensions."""
 
     def __init__(self, env: CallEnv, store: Store, auth: DigestAuthenticator, *, domain: str = "warden",
-                 ring_timeout: float = 120.0) -> None:
+                 ring_timeout: float = 120.0, media: "MediaPlane | None" = None,
+                 conference: "ConferenceBridge | None" = None, media_timeout: float = 30.0) -> None:
         self.env = env
+        self.media = media
+        """Anchors every call's RTP when set (else SDP passes through untouched)."""
+        self.conference = conference
+        self.media_timeout = media_timeout
         self.store = store
         self.auth = auth
         self.domain = domain
@@ -189,6 +206,8 @@ class B2BUA:
                 "legs": [{"side": leg.side, "transport": leg.destination.transport,
                           "peer": f"{leg.destination.host}:{leg.destination.port}",
                           "call_id": leg.invite.call_id} for leg in legs],
+                "media": call.media.stats() if call.media is not None else [],
+                "room": call.callee if call.room is not None else None,
             })
         return out
 
@@ -241,6 +260,9 @@ class B2BUA:
         self.calls[call.id] = call
         self._by_server_txn[txn] = a
         self._dialogs[(req.call_id, dialog.local_tag)] = a
+        if self.conference is not None and self.conference.is_room(callee):
+            self._join_room(call, source)
+            return
         if self.store.get_extension(callee) is None:
             self._fail_call(call, 404, "Not Found")
             return
@@ -252,9 +274,21 @@ class B2BUA:
         if self._busy(callee):
             self._fail_call(call, 486, "Busy Here")
             return
+        offer = req.body
+        if self.media is not None and offer:
+            try:
+                call.media = self.media.open_call(self.env.media_host(source))
+                offer = call.media.relay_sdp(offer, "a")
+            except SIPParseError as exc:
+                self._fail_call(call, 488, "Not Acceptable Here", disposition=("failed", f"bad SDP: {exc}"))
+                return
+            except RuntimeError as exc:  # RTP ports exhausted
+                log.error("call %d: %s", call.id, exc)
+                self._fail_call(call, 503, "Service Unavailable", disposition=("failed", "no media ports"))
+                return
         log.info("call %d: %s -> %s (%d contact(s))", call.id, caller, callee, len(targets))
         for binding, destination in targets:
-            self._fork(call, binding, destination)
+            self._fork(call, binding, destination, offer)
         if not call.forks:
             self._fail_call(call, 480, "Temporarily Unavailable")
             return
@@ -269,7 +303,7 @@ class B2BUA:
     def _busy(self, callee: str) -> bool:
         return any(c.state == "answered" and callee in (c.caller, c.callee) for c in self.calls.values())
 
-    def _fork(self, call: Call, binding: Binding, destination: Source) -> None:
+    def _fork(self, call: Call, binding: Binding, destination: Source, body: bytes) -> None:
         a_req = call.a.invite
         uri = parse_uri(binding.contact)
         display = a_req.from_.display_name
@@ -286,8 +320,8 @@ class B2BUA:
         ]
         for path in [p.strip() for p in binding.path.split(",") if p.strip()]:
             headers.append(("Route", path))
-        req = Request("INVITE", uri, Headers(headers), a_req.body)
-        if a_req.body:
+        req = Request("INVITE", uri, Headers(headers), body)
+        if body:
             req.headers.add("Content-Type", a_req.content_type or "application/sdp")
         leg = Leg(call, "b", destination, req, contact=binding.contact)
         txn = self.env.send_request(req, destination)
@@ -333,7 +367,7 @@ class B2BUA:
                                                  local_target=self.env.contact_uri(leg.destination))
                 except DialogError:
                     leg.dialog = None
-            self._to_a(call, status, resp.reason, resp.body, resp.content_type)
+            self._to_a(call, status, resp.reason, self._sdp(call, resp.body, "b"), resp.content_type)
             return
         if 200 <= status < 300:
             self._invite_2xx(leg, resp, retransmission)
@@ -390,8 +424,9 @@ class B2BUA:
             except WardenError as exc:  # the callee is connected: the caller must hear it
                 log.error("call %d: CDR answer failed: %s", call.id, exc)
         log.info("call %d answered by %s", call.id, leg.contact)
-        self._to_a(call, 200, "OK", resp.body, resp.content_type)
+        self._to_a(call, 200, "OK", self._sdp(call, resp.body, "b"), resp.content_type)
         self._retransmit_2xx(call, 0.5)
+        self._watch_media(call)
 
     def _ack(self, leg: Leg) -> None:
         assert leg.dialog is not None
@@ -496,7 +531,7 @@ class B2BUA:
             headers = []
             if req.body:
                 headers.append(("Content-Type", req.content_type or "application/sdp"))
-            out = other.dialog.create_request(req.method, headers=headers, body=req.body)
+            out = other.dialog.create_request(req.method, headers=headers, body=self._sdp(call, req.body, leg.side))
             ctxn = self.env.send_request(out, other.destination)
             if ctxn is None:
                 self.env.send_response(txn, leg.dialog.make_response(req, 503, "Peer Unreachable"))
@@ -521,7 +556,8 @@ class B2BUA:
         if resp.cseq[1] == "INVITE" and 200 <= resp.status < 300 and leg.dialog is not None:
             self._ack(leg)
         headers = [("Content-Type", resp.content_type or "application/sdp")] if resp.body else []
-        out = origin.dialog.make_response(original, resp.status, resp.reason, headers=headers, body=resp.body)
+        body = self._sdp(call, resp.body, leg.side)
+        out = origin.dialog.make_response(original, resp.status, resp.reason, headers=headers, body=body)
         self.env.send_response(server_txn, out)
         self._by_server_txn.pop(server_txn, None)
         log.debug("call %d: relayed %d %s", call.id, resp.status, resp.cseq[1])
@@ -586,6 +622,67 @@ class B2BUA:
                 if leg is not None and leg.destination.flow == token and call.state == "answered":
                     self._end_call(call, "answered", "connection lost", bye_a=leg.side == "b", bye_b=leg.side == "a")
 
+    # -- media ------------------------------------------------------------------------------
+
+    def _sdp(self, call: Call, body: bytes, from_side: str) -> bytes:
+        """The SDP body for the other side: anchored at our relay when media is on."""
+        if not body or call.media is None:
+            return body
+        try:
+            return call.media.relay_sdp(body, from_side)
+        except SIPParseError as exc:
+            log.info("call %d: unusable SDP from the %s side, passed on as is: %s", call.id, from_side, exc)
+            return body
+
+    def _watch_media(self, call: Call) -> None:
+        """Hang up an answered call when no RTP has flowed for ``media_timeout`` seconds."""
+        if call.state != "answered" or (call.media is None and call.room is None):
+            return
+        if call.room is not None:
+            seen = call.room.last_seen
+            last = seen if seen is not None else call.room_joined
+        else:
+            assert call.media is not None
+            last = call.media.last_activity()
+        idle = self.env.now() - last
+        if idle >= self.media_timeout:
+            log.info("call %d: no RTP for %.0f s, hanging up", call.id, idle)
+            self._end_call(call, "answered", "media timeout", bye_a=True, bye_b=True)
+            return
+        self.env.call_later(min(5.0, max(0.5, self.media_timeout - idle)), lambda: self._watch_media(call))
+
+    def _join_room(self, call: Call, source: Source) -> None:
+        """The callee is a conference room: we answer as the room."""
+        from ..media.conference import answer, negotiate
+
+        assert self.conference is not None
+        req = call.a.invite
+        try:
+            codec, dtmf_pt, peer = negotiate(req.body)
+        except (ValueError, SIPParseError) as exc:
+            log.info("call %d to room %s refused: %s", call.id, call.callee, exc)
+            self._fail_call(call, 488, "Not Acceptable Here", disposition=("failed", str(exc)))
+            return
+        host = self.env.media_host(source)
+        try:
+            call.room = self.conference.join(call.callee, codec, host, peer, dtmf_pt)
+        except RuntimeError as exc:
+            log.error("call %d: %s", call.id, exc)
+            self._fail_call(call, 503, "Service Unavailable", disposition=("failed", "no media ports"))
+            return
+        call.room_joined = self.env.now()
+        call.state = "answered"
+        call.answered_at = self.env.wall()
+        if call.cdr_id is not None:
+            try:
+                self.store.answer_cdr(call.cdr_id, call.answered_at, callee_contact=f"conference room {call.callee}")
+            except WardenError as exc:
+                log.error("call %d: CDR answer failed: %s", call.id, exc)
+        log.info("call %d: %s joined conference room %s (%s)", call.id, call.caller, call.callee, codec)
+        self._to_a(call, 200, "OK", answer(host, call.room.pair.port, codec, dtmf_pt), "application/sdp")
+        self._retransmit_2xx(call, 0.5)
+        self._watch_media(call)
+
     # -- ending -------------------------------------------------------------------------------
 
     def _abandon(self, call: Call, cause: str) -> None:
@@ -634,6 +731,10 @@ class B2BUA:
                 log.error("call %d: CDR end failed: %s", call.id, exc)
         log.info("call %d ended: %s (%s)", call.id, disposition, cause)
         self.calls.pop(call.id, None)
+        if call.media is not None:
+            call.media.close()
+        if call.room is not None and self.conference is not None:
+            self.conference.leave(call.room)
         for leg in (call.a, *call.forks, call.b):
             if leg is None:
                 continue

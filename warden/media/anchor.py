@@ -1,0 +1,260 @@
+"""Media anchoring: every call's RTP goes through our relay.
+
+For each call the B2BUA opens a :class:`CallMedia`. Each ``m=`` line gets two
+socket pairs from the port pool (even RTP port, odd RTCP port): the *A side*
+pair is what the caller sends to, the *B side* pair what the callee sends
+to. The SDP each phone receives names our address and its side's ports, so
+both phones send to us and the relay (``warden_ext.relay``, or its pure twin)
+forwards between the pairs. Codecs are left alone: only ``c=``, the ``m=``
+port, ``a=rtcp`` and ICE candidates change.
+
+Strategy: an SDP body from side X tells where X wants media (its ``c=`` and
+port, unless on hold at 0.0.0.0); we set that as X's peer in the relay, which
+then latches onto the address X really sends from (NAT). The body we pass to
+the other side names the other side's sockets.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..sip.sdp import SessionDescription, parse_sdp
+from . import accel
+
+__all__ = ["CallMedia", "MediaPlane", "PortPool", "SocketPair"]
+
+log = logging.getLogger("warden.media")
+
+_HOLD = ("0.0.0.0", "::")
+_ICE_ATTRIBUTES = ("candidate", "remote-candidates", "ice-ufrag", "ice-pwd", "ice-options", "end-of-candidates")
+
+
+@dataclass(eq=False)
+class SocketPair:
+    """A bound RTP socket on an even port and RTCP on the next (odd) one."""
+
+    rtp: socket.socket
+    rtcp: socket.socket
+    port: int
+    host: str
+
+    def close(self) -> None:
+        self.rtp.close()
+        self.rtcp.close()
+
+
+class PortPool:
+    """Hands out even/odd port pairs from ``[low, high]``, skipping ports in use.
+
+    Ports are real bound sockets, so a crash leaks nothing: the kernel frees
+    them with the process. Allocation walks the range from a cursor so a port
+    just released is not handed out again at once (late packets of the old
+    call must not reach the new one).
+    """
+
+    def __init__(self, low: int, high: int) -> None:
+        if low % 2:
+            low += 1
+        self.low, self.high = low, high
+        self._cursor = low
+        self._lock = threading.Lock()
+        self.in_use = 0
+
+    def allocate(self, host: str) -> SocketPair:
+        """Bind a pair on ``host``; RuntimeError when the range is exhausted."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with self._lock:
+            span = (self.high - self.low) // 2 + 1
+            for _ in range(span):
+                port = self._cursor
+                self._cursor = port + 2 if port + 3 <= self.high else self.low
+                pair = _bind_pair(family, host, port)
+                if pair is not None:
+                    self.in_use += 1
+                    return pair
+        raise RuntimeError(f"no free RTP port pair in {self.low}-{self.high} on {host}")
+
+    def release(self, pair: SocketPair) -> None:
+        pair.close()
+        with self._lock:
+            self.in_use -= 1
+
+
+def _bind_pair(family: int, host: str, port: int) -> SocketPair | None:
+    socks = []
+    try:
+        for p in (port, port + 1):
+            s = socket.socket(family, socket.SOCK_DGRAM)
+            socks.append(s)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind((host, p))
+            s.setblocking(False)
+    except OSError as exc:
+        for s in socks:
+            s.close()
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            return None
+        raise
+    return SocketPair(socks[0], socks[1], port, host)
+
+
+@dataclass(eq=False)
+class _Stream:
+    """One ``m=`` line of a call: the two pairs and their relay sessions."""
+
+    a: SocketPair
+    b: SocketPair
+    rtp_sid: int
+    rtcp_sid: int | None
+
+
+@dataclass(eq=False)
+class CallMedia:
+    """The anchored media of one call."""
+
+    plane: "MediaPlane"
+    host: str
+    """Our address in every SDP we send (the one the phones reached us on)."""
+    streams: list[_Stream] = field(default_factory=list)
+    opened_at: float = field(default_factory=time.monotonic)
+    closed: bool = False
+
+    def relay_sdp(self, body: bytes, from_side: str) -> bytes:
+        """Record ``from_side``'s media addresses; return the body for the other side.
+
+        Raises SIPParseError (400) for a body that is not SDP.
+        """
+        sdp = parse_sdp(body)
+        to_side = "b" if from_side == "a" else "a"
+        for index, media in enumerate(sdp.media):
+            if index >= len(self.streams):
+                self.streams.append(self.plane._open_stream(self.host))
+            stream = self.streams[index]
+            if media.port == 0:
+                continue  # a rejected or disabled stream stays so
+            conn = sdp.connection_of(media)
+            peer = conn.host if conn is not None else None
+            if peer and peer not in _HOLD:
+                self.plane.relay.set_peer(stream.rtp_sid, from_side, peer, media.port)
+                rtcp = media.rtcp
+                if stream.rtcp_sid is not None and not media.rtcp_mux:
+                    self.plane.relay.set_peer(stream.rtcp_sid, from_side,
+                                              rtcp.address if rtcp is not None and rtcp.address else peer,
+                                              rtcp.port if rtcp is not None else media.port + 1)
+            ours = stream.b if to_side == "b" else stream.a
+            media.set_port(ours.port)
+            if media.rtcp is not None:
+                media.set_rtcp(ours.port if media.rtcp_mux else ours.port + 1)
+            self._rewrite_connection(media)
+            for name in _ICE_ATTRIBUTES:
+                media.remove_attributes(name)
+        self._rewrite_connection(sdp)
+        for name in _ICE_ATTRIBUTES:
+            sdp.remove_attributes(name)
+        sdp.bump_version()
+        return bytes(sdp)
+
+    def _rewrite_connection(self, section: Any) -> None:
+        """Our address in ``c=``; an old-style hold (0.0.0.0) stays a hold."""
+        conn = section.connection
+        if conn is not None and conn.host not in _HOLD:
+            section.set_connection(self.host)
+
+    def last_activity(self) -> float:
+        """Monotonic time of the last RTP packet either way (or when opened)."""
+        latest = self.opened_at
+        for stream in self.streams:
+            try:
+                stats = self.plane.relay.stats(stream.rtp_sid)
+            except KeyError:
+                continue
+            for direction in ("a_to_b", "b_to_a"):
+                seen = stats[direction]["last_seen"]
+                if seen is not None and seen > latest:
+                    latest = seen
+        return latest
+
+    def stats(self) -> list[dict[str, Any]]:
+        out = []
+        for stream in self.streams:
+            try:
+                s = self.plane.relay.stats(stream.rtp_sid)
+            except KeyError:
+                continue
+            out.append({"a_port": stream.a.port, "b_port": stream.b.port, **s})
+        return out
+
+    def close(self) -> None:
+        """Stop relaying and give the ports back."""
+        if self.closed:
+            return
+        self.closed = True
+        for stream in self.streams:
+            self.plane._close_stream(stream)
+        self.streams.clear()
+
+
+class MediaPlane:
+    """The relay thread and the port pool shared by every call."""
+
+    def __init__(self, rtp_port_min: int, rtp_port_max: int, *, max_sessions: int = 20000) -> None:
+        self.pool = PortPool(rtp_port_min, rtp_port_max)
+        relay_module = accel.load("relay")
+        self.implementation = accel.implementation()
+        self.relay = relay_module.Relay(max_sessions)
+        self._thread: threading.Thread | None = None
+        self._running = False
+
+    def start(self) -> None:
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name="media-relay", daemon=True)
+        self._thread.start()
+        log.info("media relay running (%s build), RTP ports %d-%d",
+                 self.implementation, self.pool.low, self.pool.high)
+
+    def stop(self) -> None:
+        self._running = False
+        if self._thread is not None:
+            self._thread.join(2)
+        self.relay.close()
+
+    def _run(self) -> None:
+        run = self.relay.run
+        while self._running:
+            try:
+                run(100)
+            except Exception:
+                log.exception("relay loop failed")
+                time.sleep(0.1)
+
+    def open_call(self, host: str) -> CallMedia:
+        """Media for a new call; ``host`` is our address as the phones see it."""
+        return CallMedia(self, host)
+
+    def _open_stream(self, host: str) -> _Stream:
+        a = self.pool.allocate(host)
+        try:
+            b = self.pool.allocate(host)
+        except RuntimeError:
+            self.pool.release(a)
+            raise
+        rtp_sid = self.relay.add_session(a.rtp.fileno(), b.rtp.fileno())
+        rtcp_sid = self.relay.add_session(a.rtcp.fileno(), b.rtcp.fileno())
+        return _Stream(a, b, rtp_sid, rtcp_sid)
+
+    def _close_stream(self, stream: _Stream) -> None:
+        for sid in (stream.rtp_sid, stream.rtcp_sid):
+            if sid is not None:
+                try:
+                    self.relay.remove_session(sid)
+                except KeyError:
+                    pass
+        self.pool.release(stream.a)
+        self.pool.release(stream.b)
