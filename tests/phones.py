@@ -25,10 +25,10 @@ from pathlib import Path
 
 from warden.sip.auth import answer_challenge, format_credentials, parse_challenge
 from warden.sip.framing import MessageReceived, StreamFramer
-from warden.sip.message import Request, Response, parse_message
+from warden.sip.message import Request, Response, make_response, parse_message
 from warden.sip.transaction import make_ack_for_non2xx
 
-__all__ = ["BaresipPhone", "TLSPhone", "UDPPhone", "write_tone", "tone_power"]
+__all__ = ["BaresipPhone", "TLSPhone", "UDPPhone", "await_bye", "place_call", "tone_power", "write_tone"]
 
 
 def write_tone(path: Path, freq: float, seconds: float = 10.0, rate: int = 8000) -> Path:
@@ -274,3 +274,51 @@ class UDPPhone:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def audio_offer(host: str, port: int) -> bytes:
+    """A plain G.711 offer, as a simple phone sends it."""
+    return (f"v=0\r\no=- 1 1 IN IP4 {host}\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
+            f"m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+            "a=sendrecv\r\n").encode()
+
+
+def place_call(phone: UDPPhone, to: str, rtp_port: int, timeout: float = 10.0) -> Response:
+    """INVITE (with digest) from ``phone`` offering media on ``rtp_port``; ACK the 2xx; return it."""
+    host, port = phone.address
+    uri = f"sip:{to}@{host}:{port}"
+    body = audio_offer("127.0.0.1", rtp_port)
+    call_id = secrets.token_hex(8)
+    extra = ("Content-Type: application/sdp",)
+
+    def invite(auth: str | None) -> bytes:
+        data = phone.request("INVITE", uri, to=to, call_id=call_id, auth=auth, extra=extra)
+        head, _, _ = data.partition(b"Content-Length: 0\r\n\r\n")
+        return head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+    first = phone.exchange(invite(None))
+    assert first.status == 401, first.status
+    ch = parse_challenge(first.headers.get_all("WWW-Authenticate")[0])
+    creds = answer_challenge(ch, username=phone.user, method="INVITE", uri=uri, password=phone.password)
+    ok = phone.exchange(invite(format_credentials(creds)), timeout=timeout)
+    assert ok.status == 200, ok.status
+    contact = ok.contacts[0].uri
+    ack = "\r\n".join([
+        f"ACK {contact} SIP/2.0",
+        f"Via: SIP/2.0/UDP {phone.local[0]}:{phone.local[1]};branch=z9hG4bK{secrets.token_hex(6)};rport",
+        f"From: {ok.headers['From']}", f"To: {ok.headers['To']}", f"Call-ID: {call_id}",
+        f"CSeq: {ok.cseq[0]} ACK", "Max-Forwards: 70", "Content-Length: 0", "", "",
+    ]).encode()
+    phone.sock.sendto(ack, phone.address)
+    return ok
+
+
+def await_bye(phone: UDPPhone, timeout: float) -> Request:
+    """Wait for a BYE on ``phone``'s socket (answering it 200), skipping other traffic."""
+    deadline = time.monotonic() + timeout
+    while True:
+        phone.sock.settimeout(max(0.05, deadline - time.monotonic()))
+        msg = parse_message(phone.sock.recvfrom(65535)[0])
+        if isinstance(msg, Request) and msg.method == "BYE":
+            phone.sock.sendto(bytes(make_response(msg, 200, "OK")), phone.address)
+            return msg

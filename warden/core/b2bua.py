@@ -640,10 +640,13 @@ class B2BUA:
             return
         if call.room is not None:
             seen = call.room.last_seen
-            last = seen if seen is not None else call.room_joined
+            last: float | None = seen if seen is not None else call.room_joined
         else:
             assert call.media is not None
             last = call.media.last_activity()
+        if last is None:  # on hold both ways: nothing is expected to flow
+            self.env.call_later(5.0, lambda: self._watch_media(call))
+            return
         idle = self.env.now() - last
         if idle >= self.media_timeout:
             log.info("call %d: no RTP for %.0f s, hanging up", call.id, idle)

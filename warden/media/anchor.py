@@ -125,6 +125,10 @@ class CallMedia:
     streams: list[_Stream] = field(default_factory=list)
     opened_at: float = field(default_factory=time.monotonic)
     closed: bool = False
+    sending: dict[str, bool] = field(default_factory=dict)
+    """Per side: does its last SDP say it sends RTP (not on hold)?"""
+    expected_since: dict[str, float] = field(default_factory=dict)
+    """Per side: since when its RTP is expected (its SDP last turned to sending)."""
 
     def relay_sdp(self, body: bytes, from_side: str) -> bytes:
         """Record ``from_side``'s media addresses; return the body for the other side.
@@ -133,6 +137,14 @@ class CallMedia:
         """
         sdp = parse_sdp(body)
         to_side = "b" if from_side == "a" else "a"
+        sends = any(
+            m.port != 0 and sdp.direction_of(m) in ("sendrecv", "sendonly")
+            and (c := sdp.connection_of(m)) is not None and c.host not in _HOLD
+            for m in sdp.media
+        )
+        if sends and not self.sending.get(from_side):
+            self.expected_since[from_side] = time.monotonic()  # (re)starts now: give it time
+        self.sending[from_side] = sends
         for index, media in enumerate(sdp.media):
             if index >= len(self.streams):
                 self.streams.append(self.plane._open_stream(self.host))
@@ -167,19 +179,27 @@ class CallMedia:
         if conn is not None and conn.host not in _HOLD:
             section.set_connection(self.host)
 
-    def last_activity(self) -> float:
-        """Monotonic time of the last RTP packet either way (or when opened)."""
-        latest = self.opened_at
+    def last_activity(self) -> float | None:
+        """Monotonic time since which some expected RTP has not flowed, or None.
+
+        A direction is expected while its sender's last SDP says it sends
+        (sendrecv/sendonly, not an old-style 0.0.0.0 hold); the answer is the
+        stalest of them (its last packet, or when the call opened), so a phone
+        that stops sending is noticed even while the other keeps talking.
+        """
+        stalest: float | None = None
         for stream in self.streams:
             try:
                 stats = self.plane.relay.stats(stream.rtp_sid)
             except KeyError:
                 continue
-            for direction in ("a_to_b", "b_to_a"):
+            for side, direction in (("a", "a_to_b"), ("b", "b_to_a")):
+                if not self.sending.get(side, False):
+                    continue
                 seen = stats[direction]["last_seen"]
-                if seen is not None and seen > latest:
-                    latest = seen
-        return latest
+                last = max(seen or 0.0, self.expected_since.get(side, self.opened_at))
+                stalest = last if stalest is None else min(stalest, last)
+        return stalest
 
     def stats(self) -> list[dict[str, Any]]:
         out = []
