@@ -147,7 +147,8 @@ DEFAULT_LIMITS = ParserLimits()
 
 _HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
 _LINE_SPLIT_RE = re.compile(r"\r?\n")
-_CTL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CTL_TEXT_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
+"""Control characters in a whole header section: any but the CRLF/LF line ends."""
 _TOKEN_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
 _REQUEST_LINE_RE = re.compile(r"([!-~]+) +([!-~]+) +([!-~]+)")
 _RESPONSE_LINE_RE = re.compile(r"([Ss][Ii][Pp]/[!-~]+) +([0-9]{3})(?: (.*))?", re.S)
@@ -332,7 +333,10 @@ def _parse_head(head: bytes, limits: ParserLimits) -> tuple[str, Headers]:
 
     Folded continuation lines are joined with one space (RFC 3261 §7.3.1).
     """
-    lines = _LINE_SPLIT_RE.split(head.decode("utf-8", "surrogateescape"))
+    text = head.decode("utf-8", "surrogateescape")
+    if _CTL_TEXT_RE.search(text):  # one pass over the whole head, not one per line
+        raise SIPParseError("control character in header section", 400)
+    lines = _LINE_SPLIT_RE.split(text)
     start_line = lines[0]
     if len(start_line) > limits.max_line_length:
         is_request = not start_line[:4].upper().startswith("SIP/")
@@ -341,9 +345,6 @@ def _parse_head(head: bytes, limits: ParserLimits) -> tuple[str, Headers]:
             414 if is_request else 400,
         )
     raw: list[str] = []
-    for line in lines:
-        if _CTL_RE.search(line):
-            raise SIPParseError("control character in header section", 400)
     for line in lines[1:]:
         if line[:1] in (" ", "\t"):
             if not raw:
