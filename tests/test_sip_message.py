@@ -723,3 +723,17 @@ def test_property_mutated_captures(data: bytes, edits: list[tuple[int, bytes, in
         at %= len(data) + 1
         data = data[:at] + insert + data[at + cut :]
     _check_parse_only_raises_sip_errors(data)
+
+
+def test_replace_top_via_keeps_parsed_vias_consistent() -> None:
+    raw = (b"OPTIONS sip:a@example.com SIP/2.0\r\n"
+           b"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport, SIP/2.0/TCP proxy.example.com;branch=z9hG4bK2\r\n"
+           b"From: <sip:b@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n"
+           b"Content-Length: 0\r\n\r\n")
+    msg = parse_message(raw)
+    new = msg.via.with_received("192.0.2.7", 4321)
+    msg.replace_top_via(new)
+    assert msg.via == new and len(msg.vias) == 2
+    reparsed = parse_message(bytes(msg))
+    assert reparsed.vias == msg.vias
+    assert reparsed.via.received == "192.0.2.7" and reparsed.via.rport == 4321

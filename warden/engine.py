@@ -222,8 +222,7 @@ class Engine:
         self.counters.received[message.method] = self.counters.received.get(message.method, 0) + 1
         via = message.via
         if via.host != source.host or via.has_rport:
-            message.headers.set("Via", ", ".join([str(via.with_received(source.host, source.port)),
-                                                  *message.headers.get_all("Via")[1:]]))
+            message.replace_top_via(via.with_received(source.host, source.port))
         self.txl.receive_request(message, source, now)
         self._events(local=local, conn=conn)
 

@@ -231,6 +231,13 @@ class _MessageMixin:
         except SIPParseError as exc:
             raise _header_error("Via", exc) from None
 
+    def replace_top_via(self, via: Via) -> None:
+        """Put ``via`` in place of the top Via (e.g. with received/rport added),
+        keeping the parsed Vias so the change costs no re-parse."""
+        rest = self.headers.memo("via", self._vias)[1:]
+        self.headers.set("Via", ", ".join([str(via), *self.headers.get_all("Via")[1:]]))
+        self.headers._memo["via"] = (via, *rest)
+
     @property
     def via(self) -> Via:
         """The top Via, which identifies the transaction (RFC 3261 §17.2.3)."""
