@@ -277,8 +277,8 @@ class PBXProcess:
             self.stop()
 
 
-def tls_config(pki: PKI, port: int, *, fips: bool = False, extra: str = "") -> str:
-    """A minimal config for a PBX serving SIPS on loopback."""
+def tls_config(pki: PKI, port: int, *, fips: bool = False, extra: str = "", api_port: int = 0) -> str:
+    """A minimal config for a PBX serving SIPS on loopback (and the API on ``api_port``)."""
     return f"""
 sip:
   listen: [127.0.0.1, "::1"]
@@ -287,7 +287,9 @@ sip:
   tls_port: {port}
   tls_handshake_timeout: 2
 api:
+  enabled: {'true' if api_port else 'false'}
   bind: 127.0.0.1
+  port: {api_port or 9000}
   ssl: {{enabled: true, cert_file: {pki.cert}, key_file: {pki.key}}}
 security:
   enable_tls: true

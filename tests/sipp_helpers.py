@@ -366,6 +366,7 @@ sip:
   digest_algorithms: [MD5, SHA-256]
   tls_handshake_timeout: 5
 api:
+  enabled: false
   bind: {LOOPBACK}
   ssl: {{enabled: true, cert_file: {pki.cert}, key_file: {pki.key}}}
 security:

@@ -22,7 +22,7 @@ sip:
   udp_port: {udp_port}
   tcp_port: 0
   tls_port: {tls_port}
-api: {{bind: 127.0.0.1, ssl: {{enabled: true, cert_file: {pki.cert}, key_file: {pki.key}}}}}
+api: {{enabled: false, bind: 127.0.0.1, ssl: {{enabled: true, cert_file: {pki.cert}, key_file: {pki.key}}}}}
 security: {{tls_cert_file: {pki.cert}, tls_key_file: {pki.key}, tls_ca_file: {pki.ca}}}
 store: {{path: {tmp}/var/warden.db}}
 logging: {{level: debug, file: ""}}

@@ -19,7 +19,7 @@ from warden.store import Store
 def config(pki: PKI, tmp: Path, udp: int, tls: int, media_timeout: float = 30) -> str:
     return f"""
 sip: {{listen: [127.0.0.1], udp_port: {udp}, tcp_port: 0, tls_port: {tls}}}
-api: {{bind: 127.0.0.1, ssl: {{enabled: true, cert_file: {pki.cert}, key_file: {pki.key}}}}}
+api: {{enabled: false, bind: 127.0.0.1, ssl: {{enabled: true, cert_file: {pki.cert}, key_file: {pki.key}}}}}
 security: {{tls_cert_file: {pki.cert}, tls_key_file: {pki.key}, tls_ca_file: {pki.ca}}}
 media: {{rtp_port_min: 42000, rtp_port_max: 42999, media_timeout: {media_timeout}, conference_rooms: [8000]}}
 store: {{path: {tmp}/var/warden.db}}

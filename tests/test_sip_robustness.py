@@ -42,7 +42,7 @@ CORPUS: dict[str, bytes] = {
 def config(pki: PKI, tmp: Path, udp: int, tcp: int, tls: int) -> str:
     return f"""
 sip: {{listen: [127.0.0.1], udp_port: {udp}, tcp_port: {tcp}, tls_port: {tls}}}
-api: {{bind: 127.0.0.1, ssl: {{enabled: true, cert_file: {pki.cert}, key_file: {pki.key}}}}}
+api: {{enabled: false, bind: 127.0.0.1, ssl: {{enabled: true, cert_file: {pki.cert}, key_file: {pki.key}}}}}
 security: {{tls_cert_file: {pki.cert}, tls_key_file: {pki.key}, tls_ca_file: {pki.ca}}}
 store: {{path: {tmp}/var/warden.db}}
 logging: {{level: info, file: ""}}

@@ -202,6 +202,81 @@ def _add_ext_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         p.set_defaults(func=cmd_ext_enable, enable=enable)
 
 
+# --- api: admin API tokens ------------------------------------------------------
+
+
+def cmd_api_token_create(args: argparse.Namespace) -> int:
+    """Create an API token; print it once, alone on the last line."""
+    _cfg, store = _open_store(args)
+    with store:
+        token, secret = store.create_token(args.name, args.role)
+    print(f"created API token {token.name!r} (id {token.id}, role {token.role}); "
+          "it is shown only now, store it safely:", file=sys.stderr if args.quiet else sys.stdout)
+    print(secret)
+    return 0
+
+
+def cmd_api_token_list(args: argparse.Namespace) -> int:
+    """List API tokens (never their secrets)."""
+    _cfg, store = _open_store(args)
+    with store:
+        tokens = store.list_tokens(include_revoked=args.all)
+    if args.json:
+        print(json.dumps([t.to_dict() for t in tokens], indent=2))
+        return 0
+    if not tokens:
+        print("no API tokens")
+        return 0
+
+    def when(ts: float | None) -> str:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts is not None else "-"
+
+    rows = [("ID", "NAME", "ROLE", "CREATED", "LAST USED", "STATE")] + [
+        (str(t.id), t.name, t.role, when(t.created_at), when(t.last_used_at), "revoked" if t.revoked else "active")
+        for t in tokens
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) + "  " + r[5])
+    return 0
+
+
+def cmd_api_token_revoke(args: argparse.Namespace) -> int:
+    """Revoke an API token by name or id."""
+    _cfg, store = _open_store(args)
+    with store:
+        token = store.revoke_token(args.token)
+    print(f"revoked API token {token.name!r} (id {token.id})")
+    return 0
+
+
+def _add_api_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    api = sub.add_parser("api", help="admin API tools").add_subparsers(dest="api_command", metavar="ACTION")
+    api.required = True
+    token = api.add_parser(
+        "token", help="manage admin API bearer tokens",
+        description="Manage admin API bearer tokens. Only SHA-256 hashes of tokens are stored.",
+    ).add_subparsers(dest="token_command", metavar="ACTION")
+    token.required = True
+
+    p = token.add_parser("create", help="create a token and print it once (alone on the last line)")
+    p.add_argument("--name", "-n", required=True, metavar="NAME",
+                   help="what to call it (a letter, then letters, digits, . _ -; unique among active tokens)")
+    p.add_argument("--role", "-r", required=True, choices=("admin", "viewer"),
+                   help="admin: read and write; viewer: read only")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the token (the note goes to stderr)")
+    p.set_defaults(func=cmd_api_token_create)
+
+    p = token.add_parser("list", help="list tokens (never their secrets)")
+    p.add_argument("--all", "-a", action="store_true", help="include revoked tokens")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_api_token_list)
+
+    p = token.add_parser("revoke", help="revoke a token by name or id")
+    p.add_argument("token", metavar="NAME_OR_ID")
+    p.set_defaults(func=cmd_api_token_revoke)
+
+
 def cmd_version(_args: argparse.Namespace) -> int:
     print(f"warden-pbx {__version__}")
     return 0
@@ -236,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=certtool.run)
 
     _add_ext_commands(sub)
+    _add_api_commands(sub)
     return parser
 
 

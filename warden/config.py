@@ -198,6 +198,7 @@ class APISSLConfig:
 class APIConfig:
     """The HTTPS admin API served by gunicorn."""
 
+    enabled: bool = _setting(True, _bool, "run the admin API (gunicorn) under 'warden-pbx run'")
     bind: str = _setting("0.0.0.0", _address, "address the API binds")
     port: int = _setting(9000, _int(1, 65535), "API port")
     workers: int = _setting(2, _int(1, 64), "gunicorn worker processes")

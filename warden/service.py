@@ -17,6 +17,7 @@ from typing import Any
 
 from . import __version__
 from .config import Config
+from .api.supervisor import APISupervisor
 from .control import ControlServer
 from .control.location import control_path
 from .core.registrar import RegistrarPolicy
@@ -50,6 +51,7 @@ class Service:
         self.sips: StreamServer | None = None
         self.control: ControlServer | None = None
         self.media: MediaPlane | None = None
+        self.api: APISupervisor | None = None
         self.conference: ConferenceBridge | None = None
         self.started_at = time.time()
         self._stopping = threading.Event()
@@ -94,6 +96,11 @@ class Service:
         self.control = ControlServer(control_path(cfg))
         self._register_control_ops(self.control)
         self.control.start()
+        if cfg.api.enabled:
+            # the API is a child process: its crash never touches calls, and it
+            # reaches the PBX only through the control socket, so either side restarts alone
+            self.api = APISupervisor(cfg.source, cfg)
+            self.api.start()
 
     # -- control channel ----------------------------------------------------------------
 
@@ -155,11 +162,13 @@ class Service:
             return {"reloaded": False, "error": str(exc)}
         finally:
             notify("READY=1")
+        if self.api is not None:
+            self.api.reload()  # the files checked out: gunicorn's new workers use them too
         return {"reloaded": True, "certificate": info.subject, "expires": info.not_after.isoformat()}
 
     def stop(self) -> None:
         """Close listeners and connections, then the engine and the store."""
-        for name in ("control", "sips", "tcp", "udp"):
+        for name in ("api", "control", "sips", "tcp", "udp"):
             server = getattr(self, name)
             if server is not None:
                 try:

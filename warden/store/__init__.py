@@ -1,4 +1,4 @@
-"""The durable store: extensions, registrations (bindings) and CDRs in SQLite.
+"""The durable store: extensions, registrations (bindings), CDRs and API tokens in SQLite.
 
 One :class:`Store` per process, shared by its threads::
 
@@ -17,6 +17,7 @@ from .cdrs import CDR, DISPOSITIONS, MAX_QUERY_LIMIT
 from .db import Store
 from .extensions import MIN_PASSWORD_LENGTH, Extension, check_number, check_password
 from .migrations import SCHEMA_VERSION
+from .tokens import ROLES, TOKEN_PREFIX, APIToken, check_token_name, hash_token
 
 __all__ = [
     "CDR",
@@ -24,8 +25,11 @@ __all__ = [
     "MAX_QUERY_LIMIT",
     "MEMORY",
     "MIN_PASSWORD_LENGTH",
+    "ROLES",
     "SCHEMA_VERSION",
+    "TOKEN_PREFIX",
     "TRANSPORTS",
+    "APIToken",
     "Binding",
     "Extension",
     "ExtensionExists",
@@ -35,4 +39,6 @@ __all__ = [
     "binding_key",
     "check_number",
     "check_password",
+    "check_token_name",
+    "hash_token",
 ]

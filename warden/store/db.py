@@ -1,15 +1,16 @@
-"""The :class:`Store`: one SQLite file holding extensions, bindings and CDRs."""
+"""The :class:`Store`: one SQLite file holding extensions, bindings, CDRs and API tokens."""
 
 from __future__ import annotations
 
 from .bindings import BindingsMixin
 from .cdrs import CDRsMixin
 from .extensions import ExtensionsMixin
+from .tokens import TokensMixin
 
 __all__ = ["Store"]
 
 
-class Store(ExtensionsMixin, BindingsMixin, CDRsMixin):
+class Store(ExtensionsMixin, BindingsMixin, CDRsMixin, TokensMixin):
     """The durable store (SQLite, WAL), safe to share between threads.
 
     ``Store(path)`` creates the folders (0750) and the file (0640) if needed

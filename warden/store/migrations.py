@@ -91,6 +91,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX cdrs_callee ON cdrs (callee, started_at)",
         "CREATE INDEX cdrs_call_id ON cdrs (call_id)",
     ),
+    # 2: admin API bearer tokens (SHA-256 of the secret only; see store/tokens.py).
+    (
+        """
+        CREATE TABLE api_tokens (
+            id           INTEGER PRIMARY KEY AUTOINCREMENT,
+            name         TEXT NOT NULL,
+            role         TEXT NOT NULL CHECK (role IN ('admin', 'viewer')),
+            token_sha256 TEXT NOT NULL UNIQUE,
+            created_at   REAL NOT NULL,
+            last_used_at REAL,
+            revoked      INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1)),
+            revoked_at   REAL
+        )
+        """,
+        # A name is unique among active tokens; revoking one frees its name.
+        "CREATE UNIQUE INDEX api_tokens_active_name ON api_tokens (name) WHERE revoked = 0",
+    ),
 )
 
 #: The schema version this code writes and understands.

@@ -1,0 +1,96 @@
+"""The API's view of the PBX: control-channel calls turned into problems.
+
+The PBX listens on a UNIX socket (:func:`control_path`); each API worker
+keeps one :class:`warden.control.ControlClient` (thread-safe, reconnects on
+its own, so a PBX restart never needs an API restart).
+
+Operations the API calls, and the results it expects (JSON):
+
+``ping``
+    ``{"pong": true, ...}`` (built into ``ControlServer``).
+``status``
+    ``{"version": str, "uptime": number, "listeners": [{"transport": str,
+    "address": str, "port": int}], "tls": TLSManager.report() | null, ...}``
+``registrations.list`` (args ``{"aor": str}`` optional)
+    a list of ``Binding.to_dict()`` objects plus ``"expires_in"`` (seconds).
+``calls.list``
+    a list of ``{"id", "caller", "callee", "state", "started_at",
+    "answered_at", "duration", "legs": [{"side", "transport", "peer",
+    "call_id", ...}], ...}``.
+``tls.stats``
+    ``{listener_name: {"handshakes": [{"transport", "version", "cipher",
+    "count"}], "failures": [{"transport", "reason", "count"}],
+    "open_connections": int}}``.
+``reload``
+    ``{"reloaded": bool, ...}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from warden.control import ControlClient, ControlError, ControlUnavailable
+
+from .problems import APIProblem
+
+__all__ = ["PBX", "control_path"]
+
+log = logging.getLogger("warden.api")
+
+
+def control_path(config: Any) -> Path:
+    """Where the PBX's control socket is: ``<folder of store.path>/warden.sock``.
+
+    The state folder (``var/`` in a checkout, ``/var/lib/warden-pbx`` when
+    packaged) is private to the service user, as the socket must be.
+    """
+    return Path(config.store.path).parent / "warden.sock"
+
+
+class PBX:
+    """Calls control operations; raises :class:`APIProblem` on failure."""
+
+    def __init__(self, path: str | Path, *, timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        self.client = ControlClient(self.path, timeout=timeout)
+        self._probe = ControlClient(self.path, timeout=1.0, max_idle=1)
+
+    def running(self) -> bool:
+        """Whether the PBX answers ``ping`` within a second."""
+        try:
+            self._probe.call("ping")
+        except ControlError:
+            return False
+        return True
+
+    def call(self, op: str, **args: Any) -> Any:
+        """The result of ``op``; a 503 problem when the PBX is down, 502 when it fails the operation."""
+        try:
+            return self.client.call(op, **args)
+        except ControlUnavailable as exc:
+            log.info("control op %s: %s", op, exc)
+            raise APIProblem(503, f"the PBX is not running or not answering ({exc})",
+                             headers={"Retry-After": "5"}) from None
+        except ControlError as exc:
+            # Our operations name no resource, so any refusal is a PBX/API mismatch, not the client's fault.
+            log.error("control op %s failed: %s (status %d)", op, exc, exc.status)
+            raise APIProblem(502, f"the PBX failed the {op!r} operation: {exc}") from None
+
+    def try_call(self, op: str, **args: Any) -> tuple[bool, Any]:
+        """``(True, result)``, or ``(False, None)`` when the PBX is not reachable."""
+        try:
+            return True, self.client.call(op, **args)
+        except ControlUnavailable as exc:
+            log.debug("control op %s: %s", op, exc)
+            return False, None
+        except ControlError as exc:
+            log.error("control op %s failed: %s (status %d)", op, exc, exc.status)
+            raise APIProblem(502, f"the PBX failed the {op!r} operation: {exc}") from None
+
+
+def bad_reply(op: str, why: str) -> APIProblem:
+    """A 502 for a PBX answer that does not have the agreed shape."""
+    log.error("control op %s: unexpected reply: %s", op, why)
+    return APIProblem(502, f"the PBX answered {op!r} with an unexpected reply: {why}")

@@ -1,0 +1,18 @@
+"""One blueprint per resource of ``/api/v1``."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from .calls import bp as calls
+from .cdrs import bp as cdrs
+from .config import bp as config
+from .extensions import bp as extensions
+from .health import bp as health
+from .registrations import bp as registrations
+from .status import bp as status
+from .tls import bp as tls
+
+__all__ = ["BLUEPRINTS"]
+
+BLUEPRINTS: tuple[Blueprint, ...] = (health, status, extensions, registrations, calls, cdrs, tls, config)
