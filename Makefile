@@ -49,7 +49,9 @@ test-debian:
 	@tools/ensure-apt.sh $(APT_BUILD) $(APT_TEST) $(APT_DEBIAN_PY)
 	rm -rf build/debian-py && mkdir -p build/debian-py
 	cp -r warden warden_ext tests tools bench conf setup.py pyproject.toml README.md build/debian-py/
+	rm -f build/debian-py/warden_ext/*.so build/debian-py/warden_ext/*.c  # rebuilt by Debian's Cython 0.29
 	cd build/debian-py && env PATH=/usr/sbin:/usr/bin:/sbin:/bin /usr/bin/python3 setup.py -q build_ext --inplace
+	cd build/debian-py && /usr/bin/python3 -c "import Cython, importlib; print('Cython', Cython.__version__); [importlib.import_module('warden_ext.' + n).__file__.endswith('.so') or exit(n) for n in ('g711', 'relay', 'mixer')]"
 	cd build/debian-py && env PATH=/usr/sbin:/usr/bin:/sbin:/bin /usr/bin/python3 -m pytest -q -p no:cacheprovider
 
 bench: venv
@@ -61,3 +63,15 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV) logs var
+
+# The Debian package (debian/, systemd/): build the .deb with Debian's python3
+# and cython3, check it with lintian, then install and exercise it in a booted
+# Debian 12 systemd container (tools/deb_test.py; as root; the debootstrapped
+# tree is cached in /var/cache/warden-deb-test). The build itself:
+#   env PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b
+APT_DEB := build-essential dpkg-dev debhelper dh-python python3-all-dev python3-setuptools \
+           cython3 lintian systemd-container debootstrap git
+.PHONY: test-deb
+test-deb:
+	@tools/ensure-apt.sh $(APT_DEB)
+	/usr/bin/python3 tools/deb_test.py

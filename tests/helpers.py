@@ -65,6 +65,32 @@ def free_port(kind: int = socket.SOCK_STREAM, host: str = LOOPBACK) -> int:
     raise RuntimeError("no free port")
 
 
+def free_port_block(count: int, host: str = LOOPBACK) -> int:
+    """A base port such that base .. base+count-1 are free for TCP and UDP now.
+
+    Phones like baresip open several ports next to each other (SIP, SIP+1 for
+    TLS, a console port), so a single free port is not enough.
+    """
+    import random
+
+    for _ in range(200):
+        base = random.randrange(20000, 60000 - count)
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                    s = socket.socket(socket.AF_INET, kind)
+                    socks.append(s)
+                    s.bind((host, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no block of {count} free ports")
+
+
 class EchoHandler:
     """Stream handler that echoes data back (proves the connection is usable)."""
 

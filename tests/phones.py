@@ -28,7 +28,15 @@ from warden.sip.framing import MessageReceived, StreamFramer
 from warden.sip.message import Request, Response, make_response, parse_message
 from warden.sip.transaction import make_ack_for_non2xx
 
-__all__ = ["BaresipPhone", "TLSPhone", "UDPPhone", "await_bye", "place_call", "tone_power", "write_tone"]
+__all__ = ["BaresipPhone", "TLSPhone", "UDPPhone", "await_bye", "place_call", "rtp_range", "tone_power", "write_tone"]
+
+
+def rtp_range(size: int = 100) -> tuple[int, int]:
+    """A random even-aligned RTP port range for one phone (tests may run side by side)."""
+    import random
+
+    base = random.randrange(30000, 39000, 2)
+    return base, base + size - 1
 
 
 def write_tone(path: Path, freq: float, seconds: float = 10.0, rate: int = 8000) -> Path:

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import PKI, free_port
-from phones import BaresipPhone, TLSPhone, read_wav, tone_power
+from helpers import PKI, free_port, free_port_block
+from phones import BaresipPhone, TLSPhone, read_wav, rtp_range, tone_power
 
 from warden.control import ControlClient
 from warden.sip.message import Request, make_response
@@ -48,9 +48,8 @@ def phones(pbx: Any, pki: PKI, tmp_path: Path) -> Any:
     started: list[BaresipPhone] = []
 
     def make(user: str, tone: float) -> BaresipPhone:
-        n = len(started)
         phone = BaresipPhone(tmp_path / f"phone{user}", user, f"secret-{user}", pbx_port=pbx.tls_port, ca=pki.ca,
-                             sip_port=free_port(), tone=tone, rtp_ports=(31000 + n * 100, 31099 + n * 100))
+                             sip_port=free_port_block(6), tone=tone, rtp_ports=rtp_range())
         phone.start()
         started.append(phone)
         return phone

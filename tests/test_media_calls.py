@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from helpers import PKI, free_port
-from phones import BaresipPhone, UDPPhone, await_bye, place_call, read_wav, tone_power
+from helpers import PKI, free_port, free_port_block
+from phones import BaresipPhone, UDPPhone, await_bye, place_call, read_wav, rtp_range, tone_power
 
 from warden.sip.sdp import parse_sdp
 from warden.store import Store
@@ -38,9 +38,9 @@ def start(pki: PKI, pbx_factory: Any, tmp_path: Path, **kw: Any) -> Any:
     return proc
 
 
-def baresip(tmp_path: Path, pbx: Any, pki: PKI, user: str, tone: float, n: int) -> BaresipPhone:
+def baresip(tmp_path: Path, pbx: Any, pki: PKI, user: str, tone: float) -> BaresipPhone:
     phone = BaresipPhone(tmp_path / f"phone{user}", user, f"secret-{user}", pbx_port=pbx.tls, ca=pki.ca,
-                         sip_port=free_port(), tone=tone, rtp_ports=(33000 + n * 100, 33099 + n * 100))
+                         sip_port=free_port_block(6), tone=tone, rtp_ports=rtp_range())
     phone.start()
     phone.wait_for(r"\{0/TLS/v4\} 200 OK")
     return phone
@@ -48,7 +48,7 @@ def baresip(tmp_path: Path, pbx: Any, pki: PKI, user: str, tone: float, n: int) 
 
 def test_media_timeout_ends_a_call_whose_phone_stops_sending(pki: PKI, pbx_factory: Any, tmp_path: Path) -> None:
     pbx = start(pki, pbx_factory, tmp_path, media_timeout=2)
-    callee = baresip(tmp_path, pbx, pki, "1002", 440.0, 0)
+    callee = baresip(tmp_path, pbx, pki, "1002", 440.0)
     caller = UDPPhone(("127.0.0.1", pbx.udp), "1001", "secret-1001")
     rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rtp.bind(("127.0.0.1", 0))
@@ -80,7 +80,7 @@ def test_three_phones_in_room_8000_hear_the_others_not_themselves(pki: PKI, pbx_
                                                                   tmp_path: Path) -> None:
     pbx = start(pki, pbx_factory, tmp_path)
     tones = {"1001": 400.0, "1002": 700.0, "1003": 1100.0}
-    phones = [baresip(tmp_path, pbx, pki, user, tone, n) for n, (user, tone) in enumerate(tones.items())]
+    phones = [baresip(tmp_path, pbx, pki, user, tone) for user, tone in tones.items()]
     try:
         for phone in phones:
             phone.command("/dial 8000")
