@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,30 @@ def pbx_factory(tmp_path: Path) -> Iterator[object]:
     for proc in started:
         if proc.proc is not None and proc.proc.poll() is None:
             proc.stop()
+
+
+@pytest.fixture()
+def stunnel(pbx: Any, pki: helpers.PKI, tmp_path: Path) -> Iterator[Any]:
+    """stunnel in client mode to the module's ``pbx`` TLS port (sipp has no TLS)."""
+    from sipp_helpers import Stunnel
+
+    tunnel = Stunnel(tmp_path, pki, pbx.ports.tls).start()
+    yield tunnel
+    tunnel.stop()
+
+
+@pytest.fixture()
+def sipp(tmp_path: Path) -> Iterator[Any]:
+    """Make sipp runs; any still running at teardown is stopped."""
+    from sipp_helpers import Sipp
+
+    made: list[Any] = []
+
+    def make(*args: Any, **kw: Any) -> Any:
+        run = Sipp(tmp_path, *args, **kw)
+        made.append(run)
+        return run
+
+    yield make
+    for run in made:
+        run.stop()

@@ -9,7 +9,7 @@ binding's source address is the uas. CDRs are read from the store.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,28 +35,6 @@ CALLER, CALLEE, OTHER_CALLER, OFFLINE = "1001", "1002", "1003", "1004"
 @pytest.fixture()
 def pbx(pbx_factory: Any, pki: PKI, tmp_path: Path) -> RunningPBX:
     return start_pbx(pbx_factory, pki, tmp_path / "pbx", [CALLER, CALLEE, OTHER_CALLER, OFFLINE])
-
-
-@pytest.fixture()
-def stunnel(pbx: RunningPBX, pki: PKI, tmp_path: Path) -> Iterator[Stunnel]:
-    tunnel = Stunnel(tmp_path, pki, pbx.ports.tls).start()
-    yield tunnel
-    tunnel.stop()
-
-
-@pytest.fixture()
-def sipp(tmp_path: Path) -> Iterator[Callable[..., Sipp]]:
-    """Make sipp runs; any still running at teardown is stopped."""
-    made: list[Sipp] = []
-
-    def make(*args: Any, **kw: Any) -> Sipp:
-        run = Sipp(tmp_path, *args, **kw)
-        made.append(run)
-        return run
-
-    yield make
-    for run in made:
-        run.stop()
 
 
 def start_callee(sipp: Callable[..., Sipp], pbx: RunningPBX, scenario: str, *, calls: int,

@@ -8,7 +8,7 @@ through its control socket, as the admin API will.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,28 +32,6 @@ SIPP_TRANSPORT = {"udp": "u1", "tcp": "t1", "tls": "t1"}
 @pytest.fixture()
 def pbx(pbx_factory: Any, pki: PKI, tmp_path: Path) -> RunningPBX:
     return start_pbx(pbx_factory, pki, tmp_path / "pbx", EXTENSIONS)
-
-
-@pytest.fixture()
-def stunnel(pbx: RunningPBX, pki: PKI, tmp_path: Path) -> Iterator[Stunnel]:
-    tunnel = Stunnel(tmp_path, pki, pbx.ports.tls).start()
-    yield tunnel
-    tunnel.stop()
-
-
-@pytest.fixture()
-def sipp(tmp_path: Path) -> Iterator[Callable[..., Sipp]]:
-    """Make sipp runs; any still running at teardown is stopped."""
-    made: list[Sipp] = []
-
-    def make(*args: Any, **kw: Any) -> Sipp:
-        run = Sipp(tmp_path, *args, **kw)
-        made.append(run)
-        return run
-
-    yield make
-    for run in made:
-        run.stop()
 
 
 def target_for(transport: str, pbx: RunningPBX, request: pytest.FixtureRequest) -> tuple[str, int]:

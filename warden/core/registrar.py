@@ -20,7 +20,6 @@ from email.utils import formatdate
 from ..sip.auth import AuthReason, DigestAuthenticator
 from ..sip.message import Request, Response, make_response
 from ..sip.transaction import generate_tag
-from ..sip.uri import NameAddr
 from ..store import Binding, Store
 from ..store.bindings import binding_key
 

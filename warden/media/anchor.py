@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..sip.sdp import SessionDescription, parse_sdp
+from ..sip.sdp import parse_sdp
 from . import accel
 
 __all__ = ["CallMedia", "MediaPlane", "PortPool", "SocketPair"]
