@@ -22,7 +22,7 @@ import pytest
 
 import warden.media.pure.relay as pure_relay
 
-HOSTS = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
+HOSTS: dict[int, str] = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
 
 
 def _pure_mode() -> bool:
@@ -270,6 +270,24 @@ def test_ipv4_peer_on_dual_stack_ipv6_socket(relay_mod: ModuleType) -> None:
         n.close()
 
 
+def test_one_leg_ipv4_the_other_ipv6(relay_mod: ModuleType) -> None:
+    if not _has_ipv6():
+        pytest.skip("no IPv6")
+    n = Net(relay_mod, socket.AF_INET)
+    try:
+        ra, pa = n.udp(socket.AF_INET), n.udp(socket.AF_INET)
+        rb, pb = n.udp(socket.AF_INET6), n.udp(socket.AF_INET6)
+        relay = n.relay()
+        sid = relay.add_session(ra.fileno(), rb.fileno(), a_peer=addr(pa), b_peer=addr(pb))
+        pa.sendto(b"v4 to v6", addr(ra))
+        pb.sendto(b"v6 to v4", addr(rb))
+        pump(relay, lambda: relay.stats(sid)["a_to_b"]["packets"] == relay.stats(sid)["b_to_a"]["packets"] == 1)
+        assert recv_all(pb, 1)[0][0] == b"v4 to v6"
+        assert recv_all(pa, 1)[0][0] == b"v6 to v4"
+    finally:
+        n.close()
+
+
 # -- latching ----------------------------------------------------------------------
 
 
@@ -387,7 +405,7 @@ def test_loss_from_sequence_gaps_across_wrap(net: Net) -> None:
     relay = net.relay()
     call = Call(net, relay)
     lost_seqs = {65533, 2, 3}
-    seqs = [s for s in [*range(65528, 65536), *range(0, 12)] if s not in lost_seqs]
+    seqs = [s for s in [*range(65528, 65536), *range(12)] if s not in lost_seqs]
     _send_seqs(call, relay, seqs)
     assert call.stats()["a_to_b"]["lost"] == 3
     _send_seqs(call, relay, [11, 12])  # a duplicate does not make loss negative
@@ -543,7 +561,7 @@ def test_two_hundred_concurrent_sessions(net: Net) -> None:
             deadline = time.monotonic() + 20
             while not stop.is_set() and time.monotonic() < deadline:
                 relay.run(20)
-        except BaseException as exc:  # reported by the main thread
+        except BaseException as exc:  # noqa: BLE001 (reported by the main thread)
             errors.append(exc)
 
     thread = threading.Thread(target=loop, daemon=True)
@@ -580,7 +598,7 @@ def test_control_calls_from_another_thread_while_running(net: Net) -> None:
             deadline = time.monotonic() + 20
             while not stop.is_set() and time.monotonic() < deadline:
                 relay.run(5)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 (reported by the main thread)
             errors.append(exc)
 
     thread = threading.Thread(target=loop, daemon=True)

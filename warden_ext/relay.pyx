@@ -6,8 +6,11 @@ two UDP sockets, one per call leg, that the Python caller created and bound
 by the B socket towards B's peer, and the other way round. The caller runs
 the packet loop in a thread of its own::
 
-    while not stopping:
-        relay.run(100)
+    relay.run(100, duration_ms=-1)    # relays until relay.stop()
+
+(or ``while not stopping: relay.run(100)``, one epoll_wait per call; but a
+loop that comes back to Python needs the GIL again each time, and next to
+a busy Python thread that can cost up to the 5 ms switch interval).
 
 The pure-Python twin with the same API is ``warden.media.pure.relay``; the
 contract both keep is ``warden_ext/relay.pyi``.

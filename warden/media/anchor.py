@@ -224,11 +224,13 @@ class CallMedia:
 class MediaPlane:
     """The relay thread and the port pool shared by every call."""
 
-    def __init__(self, rtp_port_min: int, rtp_port_max: int, *, max_sessions: int = 20000) -> None:
+    def __init__(self, rtp_port_min: int, rtp_port_max: int) -> None:
         self.pool = PortPool(rtp_port_min, rtp_port_max)
         relay_module = accel.load("relay")
         self.implementation = accel.implementation()
-        self.relay = relay_module.Relay(max_sessions)
+        # two sessions (RTP, RTCP) per stream and two port pairs per stream: one
+        # session per pair of the range is the most that can ever be open
+        self.relay = relay_module.Relay((rtp_port_max - rtp_port_min) // 2 + 1)
         self._thread: threading.Thread | None = None
         self._running = False
 
@@ -241,15 +243,17 @@ class MediaPlane:
 
     def stop(self) -> None:
         self._running = False
+        self.relay.stop()
         if self._thread is not None:
             self._thread.join(2)
         self.relay.close()
 
     def _run(self) -> None:
-        run = self.relay.run
         while self._running:
             try:
-                run(100)
+                # relay until stop() without coming back for the GIL: next to the busy
+                # engine thread each reacquisition could cost the 5 ms switch interval
+                self.relay.run(100, duration_ms=-1)
             except Exception:
                 log.exception("relay loop failed")
                 time.sleep(0.1)

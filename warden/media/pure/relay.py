@@ -24,7 +24,7 @@ import select
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Self
 
 __all__ = ["MAX_PACKET", "Relay"]
 
@@ -49,10 +49,25 @@ class _Direction:
     """Counters for the packets received on one leg's socket (see DirStats)."""
 
     __slots__ = (
-        "packets", "bytes", "dropped_foreign", "dropped_no_peer", "dropped_truncated",
-        "send_errors", "last_seen_ns", "have_seq", "ssrc", "base_seq", "max_seq",
-        "cycles", "bad_seq", "received", "lost_before", "have_transit",
-        "last_transit", "jitter", "last_pt",
+        "bad_seq",
+        "base_seq",
+        "bytes",
+        "cycles",
+        "dropped_foreign",
+        "dropped_no_peer",
+        "dropped_truncated",
+        "have_seq",
+        "have_transit",
+        "jitter",
+        "last_pt",
+        "last_seen_ns",
+        "last_transit",
+        "lost_before",
+        "max_seq",
+        "packets",
+        "received",
+        "send_errors",
+        "ssrc",
     )
 
     def __init__(self) -> None:
@@ -138,7 +153,7 @@ class _Direction:
 
 
 class _Leg:
-    __slots__ = ("fd", "sock", "family", "peer", "latched", "st")
+    __slots__ = ("family", "fd", "latched", "peer", "sock", "st")
 
     def __init__(self, fd: int, sock: socket.socket, peer: tuple[Any, ...] | None) -> None:
         self.fd = fd
@@ -150,7 +165,7 @@ class _Leg:
 
 
 class _Session:
-    __slots__ = ("sid", "latch", "clock_rate", "legs", "removed")
+    __slots__ = ("clock_rate", "latch", "legs", "removed", "sid")
 
     def __init__(self, sid: int, latch: bool, clock_rate: int, legs: tuple[_Leg, _Leg]) -> None:
         self.sid = sid
@@ -174,6 +189,8 @@ def _dup_udp(fd: int) -> socket.socket:
 
 def _sockaddr(family: int, peer: object) -> tuple[Any, ...]:
     """``(host, port)`` (numeric IP) as a socket address for a ``family`` socket."""
+    host: object
+    port: object
     try:
         host, port = peer  # type: ignore[misc]
     except (TypeError, ValueError):
@@ -199,7 +216,7 @@ def _sockaddr(family: int, peer: object) -> tuple[Any, ...]:
 
 def _same_addr(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
     # Address and port; IPv6 flow info and scope do not identify a sender.
-    return a[1] == b[1] and a[0] == b[0]
+    return bool(a[1] == b[1] and a[0] == b[0])
 
 
 def _direction_dict(src: _Leg, dst: _Leg) -> dict[str, Any]:
@@ -209,7 +226,7 @@ def _direction_dict(src: _Leg, dst: _Leg) -> dict[str, Any]:
     return {
         "packets": st.packets,
         "bytes": st.bytes,
-        "lost": lost if lost > 0 else 0,
+        "lost": max(0, lost),
         "jitter": st.jitter,
         "jitter_ms": st.jitter * 1000.0 / _G711_RATE if pt in (0, 8) else None,
         "last_seen": st.last_seen_ns / 1e9 if st.last_seen_ns else None,
@@ -361,7 +378,7 @@ class Relay:
         if self._epoll is not None:
             os.eventfd_write(self._wakefd, 1)
 
-    def __enter__(self) -> Relay:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
