@@ -85,3 +85,47 @@ def test_run_serves_api_over_tls13_and_survives_api_crash(pki: PKI, pbx_factory:
         raise AssertionError("API still answering after the PBX stopped")
     except OSError:
         pass
+
+
+def post(url: str, ca: Path, token: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    ctx = ssl.create_default_context(cafile=str(ca))
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_extension_created_over_the_api_registers_over_tls(pki: PKI, pbx_factory: Any) -> None:
+    import subprocess
+    import sys
+
+    from phones import TLSPhone
+
+    sips, api = free_port(), free_port()
+    pbx = pbx_factory(tls_config(pki, sips, api_port=api), [("127.0.0.1", sips)])
+    base = f"https://localhost:{api}/api/v1"
+    wait_api(f"{base}/health", pki.ca)
+
+    def token(role: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "warden", "--config", str(pbx.config), "api", "token", "create",
+                              "--name", role, "--role", role], capture_output=True, text=True, timeout=30, check=True)
+        return out.stdout.strip().splitlines()[-1]
+
+    admin, viewer = token("admin"), token("viewer")
+    assert get(f"{base}/extensions", pki.ca, viewer)[0] == 200
+    assert post(f"{base}/extensions", pki.ca, viewer, {"number": "1005", "password": "api-made-secret"})[0] == 403
+    status, created = post(f"{base}/extensions", pki.ca, admin,
+                           {"number": "1005", "password": "api-made-secret", "display_name": "From API"})
+    assert status == 201 and created["number"] == "1005" and "password" not in created
+    phone = TLSPhone(("127.0.0.1", sips), pki.ca, "1005", "api-made-secret")
+    try:
+        assert phone.register().status == 200
+    finally:
+        phone.close()
+    status, regs = get(f"{base}/registrations", pki.ca, viewer)
+    assert status == 200
+    items = regs["items"] if isinstance(regs, dict) else regs
+    assert any(r["aor"] == "1005" and r["transport"] == "tls" for r in items)
