@@ -49,20 +49,18 @@ def make_pki(out_dir: Path, key_type: str = "rsa2048") -> PKI:
     return PKI(out_dir, files.ca_cert, files.server_cert, files.server_key)
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(kind: int = socket.SOCK_STREAM, host: str = LOOPBACK) -> int:
-    """A port free for both TCP and UDP on loopback right now."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, kind) as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
-        with socket.socket(socket.AF_INET, other) as s2:
-            try:
-                s2.bind((host, port))
-            except OSError:
-                continue
-        return int(port)
-    raise RuntimeError("no free port")
+    """A port free for both TCP and UDP on loopback right now.
+
+    Chosen below the kernel's ephemeral range (32768+), where outgoing
+    connections of sipp, stunnel or other suites would otherwise take it
+    between our check and the server's bind, and never the same port twice
+    in one test run.
+    """
+    return free_port_block(1, host)
 
 
 def free_port_block(count: int, host: str = LOOPBACK) -> int:
@@ -73,8 +71,10 @@ def free_port_block(count: int, host: str = LOOPBACK) -> int:
     """
     import random
 
-    for _ in range(200):
-        base = random.randrange(20000, 60000 - count)
+    for _ in range(500):
+        base = random.randrange(20000, 32700 - count)
+        if any(port in _HANDED_OUT for port in range(base, base + count)):
+            continue
         socks: list[socket.socket] = []
         try:
             for port in range(base, base + count):
@@ -82,6 +82,7 @@ def free_port_block(count: int, host: str = LOOPBACK) -> int:
                     s = socket.socket(socket.AF_INET, kind)
                     socks.append(s)
                     s.bind((host, port))
+            _HANDED_OUT.update(range(base, base + count))
             return base
         except OSError:
             continue

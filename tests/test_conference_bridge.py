@@ -24,7 +24,7 @@ def bridge(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
         monkeypatch.setenv("WARDEN_NO_EXTENSIONS", "1")
     else:
         monkeypatch.delenv("WARDEN_NO_EXTENSIONS", raising=False)
-    b = ConferenceBridge(PortPool(41000, 41099), ("8000",))
+    b = ConferenceBridge(PortPool(6000, 6099), ("8000",))
     assert b.implementation == request.param == accel.implementation()
     b.start()
     yield b

@@ -37,7 +37,7 @@ def plane(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> It
         monkeypatch.setenv("WARDEN_NO_EXTENSIONS", "1")
     else:
         monkeypatch.delenv("WARDEN_NO_EXTENSIONS", raising=False)
-    mp = MediaPlane(40000, 40099)
+    mp = MediaPlane(6200, 6299)
     assert mp.implementation == request.param == accel.implementation()
     mp.start()
     yield mp
@@ -57,7 +57,7 @@ def test_call_media_is_anchored_and_relayed_unchanged(plane: MediaPlane) -> None
     to_b = parse_sdp(call.relay_sdp(offer("127.0.0.1", phone_a.getsockname()[1]), "a"))
     to_a = parse_sdp(call.relay_sdp(offer("127.0.0.1", phone_b.getsockname()[1]), "b"))
     b_port, a_port = to_b.media[0].port, to_a.media[0].port
-    assert 40000 <= a_port <= 40099 and 40000 <= b_port <= 40099 and a_port % 2 == 0 and a_port != b_port
+    assert 6200 <= a_port <= 6299 and 6200 <= b_port <= 6299 and a_port % 2 == 0 and a_port != b_port
     assert to_b.connection_of(to_b.media[0]).host == "127.0.0.1"  # type: ignore[union-attr]
     assert to_b.media[0].rtcp.port == b_port + 1  # type: ignore[union-attr]
     assert to_b.media[0].formats == ("0", "8", "101")  # codecs pass through untouched
@@ -107,14 +107,14 @@ def test_port_pool_skips_busy_ports_and_wraps() -> None:
     from warden.media.anchor import PortPool
 
     busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    busy.bind(("127.0.0.1", 40200))
-    pool = PortPool(40200, 40205)
+    busy.bind(("127.0.0.1", 7200))
+    pool = PortPool(7200, 7205)
     first = pool.allocate("127.0.0.1")
-    assert first.port == 40202  # 40200 was taken by someone else
+    assert first.port == 7202  # 7200 was taken by someone else
     second = pool.allocate("127.0.0.1")
-    assert second.port == 40204
+    assert second.port == 7204
     with pytest.raises(RuntimeError, match="no free RTP port pair"):
         pool.allocate("127.0.0.1")
     pool.release(first)
-    assert pool.allocate("127.0.0.1").port == 40202
+    assert pool.allocate("127.0.0.1").port == 7202
     busy.close()

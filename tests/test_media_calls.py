@@ -21,7 +21,7 @@ def config(pki: PKI, tmp: Path, udp: int, tls: int, media_timeout: float = 30) -
 sip: {{listen: [127.0.0.1], udp_port: {udp}, tcp_port: 0, tls_port: {tls}}}
 api: {{enabled: false, bind: 127.0.0.1, ssl: {{enabled: true, cert_file: {pki.cert}, key_file: {pki.key}}}}}
 security: {{tls_cert_file: {pki.cert}, tls_key_file: {pki.key}, tls_ca_file: {pki.ca}}}
-media: {{rtp_port_min: 42000, rtp_port_max: 42999, media_timeout: {media_timeout}, conference_rooms: [8000]}}
+media: {{rtp_port_min: 6400, rtp_port_max: 6999, media_timeout: {media_timeout}, conference_rooms: [8000]}}
 store: {{path: {tmp}/var/warden.db}}
 logging: {{level: debug, file: ""}}
 """
@@ -56,7 +56,7 @@ def test_media_timeout_ends_a_call_whose_phone_stops_sending(pki: PKI, pbx_facto
         ok = place_call(caller, "1002", rtp.getsockname()[1])
         answer = parse_sdp(ok.body)
         relay = (answer.connection_of(answer.media[0]).host, answer.media[0].port)  # type: ignore[union-attr]
-        assert relay[0] == "127.0.0.1" and 42000 <= relay[1] <= 42999  # the PBX's relay, not the callee
+        assert relay[0] == "127.0.0.1" and 6400 <= relay[1] <= 6999  # the PBX's relay, not the callee
         for seq in range(25):  # half a second of audio, then the caller goes silent
             rtp.sendto(struct.pack("!BBHII", 0x80, 0, seq, seq * 160, 7) + b"\xff" * 160, relay)
             time.sleep(0.02)
