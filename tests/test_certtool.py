@@ -471,3 +471,14 @@ def test_main_returns_one_on_error(tmp_path: Path, capsys: pytest.CaptureFixture
     assert certtool.main(["--out-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_force_keeps_the_group_a_packaged_key_was_given(tmp_path: Path) -> None:
+    """A packaged server.key is 0640 root:warden: regenerating must not lock the service out."""
+    files = certtool.generate(tmp_path)
+    os.chown(files.server_key, -1, 65534)
+    files.server_key.chmod(0o640)
+    certtool.generate(tmp_path, force=True)
+    st = files.server_key.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o640, 65534)
+    assert stat.S_IMODE(files.ca_key.stat().st_mode) == 0o600  # an untouched mode stays private

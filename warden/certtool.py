@@ -476,6 +476,14 @@ def _replace_all(outputs: list[tuple[Path, bytes, int]]) -> None:
             # mkstemp creates with O_EXCL and mode 0600, so keys are never exposed.
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             staged.append((tmp, path))
+            try:
+                # a replaced file keeps its group and group bits: a packaged server.key
+                # is 0640 root:warden, and the service must still read the new one
+                old = os.stat(path)
+                os.fchown(fd, -1, old.st_gid)
+                mode |= old.st_mode & 0o040 if mode & 0o400 else 0
+            except FileNotFoundError:
+                pass
             _fill(fd, data, mode)
         while staged:
             tmp, path = staged[0]

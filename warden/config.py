@@ -279,17 +279,14 @@ class Config:
 
 
 def default_config_path() -> Path:
-    """``$WARDEN_CONFIG``, else ``conf/config.yml`` in a checkout, else /etc."""
+    """``$WARDEN_CONFIG``, else this checkout's ``conf/config.yml``, else /etc."""
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env)
     checkout = Path(__file__).resolve().parent.parent / "conf" / "config.yml"
     if checkout.is_file():
         return checkout
-    cwd = Path("conf/config.yml")
-    if cwd.is_file():
-        return cwd
-    return INSTALLED_CONFIG
+    return INSTALLED_CONFIG  # installed: never a conf/ that happens to be in the current folder
 
 
 def _is_section(f: dataclasses.Field[Any]) -> bool:

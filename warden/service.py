@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from types import FrameType
@@ -189,6 +190,22 @@ class Service:
             self.store = None
         log.info("stopped")
 
+    def _wait_for_api(self, timeout: float = 20.0) -> None:
+        """Readiness means every listener is up: wait (bounded) until the API accepts."""
+        if self.api is None:
+            return
+        host, port = self.config.api.bind, self.config.api.port
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self._stopping.is_set():
+            try:
+                socket.create_connection((host, port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        log.warning("admin API not accepting on %s:%d after %.0f s; ready without it", host, port, timeout)
+
     def run_forever(self) -> None:
         """Serve until SIGTERM/SIGINT; SIGHUP reloads."""
 
@@ -205,6 +222,7 @@ class Service:
         signal.signal(signal.SIGHUP, on_hup)
         try:
             self.start()
+            self._wait_for_api()
             log.info("Warden PBX ready")
             notify("READY=1", f"STATUS=serving {len(self.status()['listeners'])} SIP listeners")
             while not self._stopping.wait(1.0):

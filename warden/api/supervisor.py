@@ -147,6 +147,8 @@ class APISupervisor:
         env = {**os.environ, **self._extra_env}
         env["WARDEN_CONFIG"] = self.config_path
         env[PARENT_ENV] = str(os.getpid())
+        # gunicorn sends its own READY=1; only the PBX may speak for the service
+        env.pop("NOTIFY_SOCKET", None)
         # Import this very tree in gunicorn, installed or not.
         root = str(Path(__file__).resolve().parent.parent.parent)
         paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
