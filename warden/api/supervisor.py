@@ -134,6 +134,17 @@ class APISupervisor:
                 except ProcessLookupError:
                     pass
                 proc.wait()
+        if proc is not None:
+            # the master is gone; a worker still winding down would keep the port:
+            # end the whole session so "stopped" means nothing listens any more
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+                deadline = time.monotonic() + 2.0
+                while time.monotonic() < deadline:
+                    os.killpg(proc.pid, 0)  # raises once the last one is gone
+                    time.sleep(0.02)
+            except (ProcessLookupError, PermissionError):
+                pass
         if thread is not None:
             thread.join(wait)
         with self._lock:
