@@ -627,7 +627,10 @@ def test_in_container(c: Container, deb: Path, source: Path, *, suite: bool, pee
         before = {p: served_serial(c, PORTS[p]) for p in ("sips", "api")}
         c.sh(f"warden-pbx cert generate --out-dir {certs} --force --san localhost --san 127.0.0.1 >/dev/null",
              timeout=60)
-        # A new key is root's 0600: the service cannot read it, so the reload must fail and change nothing.
+        mode = c.sh(f"stat -c '%a %U:%G' {certs}/server.key", timeout=10).stdout.strip()
+        expect(mode == "640 root:warden", f"a regenerated key lost the group the service reads it by: {mode}")
+        # An admin's slip: a key only root can read. The reload must fail and change nothing.
+        c.sh(f"chgrp root {certs}/server.key && chmod 0600 {certs}/server.key")
         refused = c.sh("systemctl reload warden-pbx", timeout=60, check=False)
         expect(refused.returncode != 0, "systemctl reload succeeded with a key the service cannot read")
         expect(c.sh("systemctl is-active warden-pbx", check=False).stdout.strip() == "active",
