@@ -13,10 +13,12 @@ import signal
 import socket
 import threading
 import time
+from dataclasses import replace
 from types import FrameType
 from typing import Any
 
 from . import __version__
+from . import config as config_module
 from .config import Config
 from .api.supervisor import APISupervisor
 from .control import ControlServer
@@ -90,7 +92,7 @@ class Service:
             self.tcp.start()
             engine.listen_ports["tcp"] = self.tcp.addresses[0][1]
         if self.tls is not None:
-            self.sips = StreamServer(listeners(sip.tls_port), handler, context_factory=self.tls.server_context,
+            self.sips = StreamServer(listeners(sip.tls_port), handler, context_factory=self._tls_context,
                                      handshake_timeout=sip.tls_handshake_timeout, name="sips")
             self.sips.start()
             engine.listen_ports["tls"] = self.sips.addresses[0][1]
@@ -102,6 +104,11 @@ class Service:
             # reaches the PBX only through the control socket, so either side restarts alone
             self.api = APISupervisor(cfg.source, cfg)
             self.api.start()
+
+    def _tls_context(self) -> Any:
+        """The current server context: a reload may have replaced the manager."""
+        assert self.tls is not None
+        return self.tls.server_context()
 
     # -- control channel ----------------------------------------------------------------
 
@@ -152,20 +159,68 @@ class Service:
         return out
 
     def reload(self) -> dict[str, Any]:
-        """Re-read certificates; a bad new file is logged and the old kept."""
-        if self.tls is None:
-            return {"reloaded": False, "reason": "TLS is off"}
+        """Re-read the config file and the certificates (SIGHUP, ``systemctl reload``).
+
+        Everything is checked before anything changes: a bad config or a bad
+        certificate is logged and refused, and the running settings stay. What
+        can change live does (TLS policy and certificates for new connections,
+        digest algorithms, require_tls, media timeout, conference rooms, log
+        level); listener addresses and ports, the store and the RTP range need a
+        restart, which the log says.
+        """
         notify("RELOADING=1")
         try:
-            info = self.tls.reload()
-        except WardenError as exc:
-            log.error("reload rejected, keeping the current certificate: %s", exc)
-            return {"reloaded": False, "error": str(exc)}
+            return self._reload()
         finally:
             notify("READY=1")
+
+    def _reload(self) -> dict[str, Any]:
+        old = self.config
+        try:
+            new = config_module.load(old.source)
+            tls = TLSManager.from_config(new.security) if new.security.enable_tls and new.sip.tls_port else None
+        except WardenError as exc:
+            log.error("reload refused, keeping the running configuration: %s", str(exc).replace("\n", "; "))
+            return {"reloaded": False, "error": str(exc)}
+        if tls is not None and self.tls is not None:
+            self.tls = tls  # listeners ask for the context per connection: new ones get it
+            log.info("%s", tls.describe())
+        restart = [key for key, a, b in (
+            ("sip listeners", (old.sip.listen, old.sip.udp_port, old.sip.tcp_port, old.sip.tls_port),
+             (new.sip.listen, new.sip.udp_port, new.sip.tcp_port, new.sip.tls_port)),
+            ("sip.realm", old.sip.realm, new.sip.realm),
+            ("api", (old.api.enabled, old.api.bind, old.api.port), (new.api.enabled, new.api.bind, new.api.port)),
+            ("store.path", old.store.path, new.store.path),
+            ("media RTP range", (old.media.rtp_port_min, old.media.rtp_port_max),
+             (new.media.rtp_port_min, new.media.rtp_port_max)),
+        ) if a != b]
+        if restart:
+            log.warning("reload: %s changed; that takes a restart", ", ".join(restart))
+        engine = self.engine
+        if engine is not None:
+            def apply() -> None:
+                engine.auth.algorithms = new.sip.digest_algorithms
+                engine.registrar.policy = replace(engine.registrar.policy, require_tls=new.security.require_tls)
+                engine.b2bua.media_timeout = new.media.media_timeout
+            engine.submit(apply)
+        if self.conference is not None:
+            self.conference.room_numbers = set(new.media.conference_rooms)
+        logging.getLogger().setLevel(new.logging.level.upper())
+        # what only a restart applies stays as it runs, so the next reload compares against it
+        self.config = replace(
+            new,
+            sip=replace(new.sip, listen=old.sip.listen, udp_port=old.sip.udp_port, tcp_port=old.sip.tcp_port,
+                        tls_port=old.sip.tls_port, realm=old.sip.realm),
+            api=old.api, store=old.store,
+            media=replace(new.media, rtp_port_min=old.media.rtp_port_min, rtp_port_max=old.media.rtp_port_max),
+        )
         if self.api is not None:
             self.api.reload()  # the files checked out: gunicorn's new workers use them too
-        return {"reloaded": True, "certificate": info.subject, "expires": info.not_after.isoformat()}
+        info = self.tls.certificate if self.tls is not None else None
+        log.info("configuration reloaded from %s", new.source)
+        return {"reloaded": True, "restart_needed": restart,
+                "certificate": info.subject if info else None,
+                "expires": info.not_after.isoformat() if info else None}
 
     def stop(self) -> None:
         """Close listeners and connections, then the engine and the store."""
