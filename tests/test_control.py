@@ -543,3 +543,17 @@ def test_peer_credentials_admit_allowed_uids(make_server: ServerFactory, shared_
     path = shared_dir / "ctl.sock"
     make_server(path, mode=0o666, allowed_uids={NOBODY})
     assert _call_as_nobody(path) == "ok True"
+
+
+def test_large_results_pass_while_requests_stay_bounded(tmp_path: Path) -> None:
+    """10,000 bindings are several MB: a result may exceed the request line limit."""
+    from warden.control import MAX_LINE
+
+    big = [{"aor": str(i), "contact": "sip:x@192.0.2.1:5060;transport=tls" + "x" * 400} for i in range(8000)]
+    with ControlServer(tmp_path / "c.sock") as server:
+        server.register("big", lambda args: big)
+        client = ControlClient(tmp_path / "c.sock", timeout=10)
+        assert client.call("big") == big
+        with pytest.raises(ControlError) as info:
+            client.call("big", pad="y" * (MAX_LINE + 10))
+        assert info.value.status == 413

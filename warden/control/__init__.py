@@ -15,6 +15,7 @@ registers operations; other local processes call them with a
 from .client import ControlClient
 from .protocol import (
     MAX_LINE,
+    MAX_RESPONSE,
     ControlError,
     ControlProtocolError,
     ControlUnavailable,
@@ -31,6 +32,7 @@ from .server import ControlServer, Handler
 
 __all__ = [
     "MAX_LINE",
+    "MAX_RESPONSE",
     "ControlClient",
     "ControlError",
     "ControlProtocolError",

@@ -29,6 +29,7 @@ from .protocol import (
     ControlError,
     ControlProtocolError,
     ControlUnavailable,
+    MAX_RESPONSE,
     LineBuffer,
     Response,
     decode_response,
@@ -49,7 +50,7 @@ class _Conn:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.buf = LineBuffer()
+        self.buf = LineBuffer(MAX_RESPONSE)
         self.pid = os.getpid()
 
     def idle_and_open(self) -> bool:

@@ -28,6 +28,7 @@ from ..errors import WardenError
 
 __all__ = [
     "MAX_LINE",
+    "MAX_RESPONSE",
     "ControlError",
     "ControlUnavailable",
     "ControlProtocolError",
@@ -42,6 +43,10 @@ __all__ = [
 ]
 
 MAX_LINE = 1 << 20
+MAX_RESPONSE = 64 << 20
+"""Responses come from the trusted PBX and may list every binding (10,000
+phones are about 5 MB): only requests, which anyone allowed may send, are
+held to MAX_LINE."""
 """Largest message line in bytes, without its newline (1 MiB)."""
 
 
@@ -114,16 +119,16 @@ class Response:
 # -- encoding ----------------------------------------------------------------
 
 
-def _dump(obj: dict[str, Any], what: str, status: int, request_id: int | None) -> bytes:
+def _dump(obj: dict[str, Any], what: str, status: int, request_id: int | None, limit: int = MAX_LINE) -> bytes:
     # ensure_ascii keeps lone surrogates encodable; json never emits a raw newline.
     try:
         text = json.dumps(obj, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ControlProtocolError(f"{what} is not JSON-serializable: {exc}", status, request_id) from None
     data = text.encode("ascii")
-    if len(data) > MAX_LINE:
+    if len(data) > limit:
         raise ControlProtocolError(
-            f"{what} is {len(data)} bytes, over the {MAX_LINE}-byte line limit", 413, request_id
+            f"{what} is {len(data)} bytes, over the {limit}-byte line limit", 413, request_id
         )
     return data + b"\n"
 
@@ -140,7 +145,7 @@ def encode_request(request_id: int, op: str, args: dict[str, Any] | None = None)
 def encode_result(request_id: int, result: Any) -> bytes:
     """A success line. Raises :class:`ControlProtocolError` (500 or 413)."""
     _check_id(request_id, "response")
-    return _dump({"id": request_id, "ok": True, "result": result}, "result", 500, request_id)
+    return _dump({"id": request_id, "ok": True, "result": result}, "result", 500, request_id, MAX_RESPONSE)
 
 
 def encode_error(request_id: int | None, message: str, status: int) -> bytes:
