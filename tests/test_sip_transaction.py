@@ -611,3 +611,21 @@ def test_finished_server_transactions_are_compact(source: Source, limit: int) ->
         tracemalloc.stop()
     assert per_txn < limit, f"{per_txn:.0f} bytes per finished transaction over {source.transport}"
     assert len(layer) == (n if source is UDP else 0)
+
+
+def test_terminated_transactions_keep_no_message_alive() -> None:
+    """Stale timer entries outlive a transaction for up to 64*T1; they must not pin its messages."""
+    layer = TransactionLayer()
+    source = Source("udp", "192.0.2.1", 5060)
+    raw = (b"OPTIONS sip:a@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKgone\r\n"
+           b"From: <sip:b@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: gone\r\nCSeq: 1 OPTIONS\r\n"
+           b"Content-Length: 0\r\n\r\n")
+    request = parse_message(raw)
+    layer.receive_request(request, source, 0.0)
+    [event] = layer.events()
+    txn = event.transaction
+    layer.send_response(txn, make_response(request, 200), 0.0)
+    assert txn._data is not None  # kept for Timer J: a retransmitted request gets it again
+    layer.handle_timers(40.0)  # Timer J fired: terminated
+    assert txn.state == "terminated"
+    assert txn.request is None and txn._data is None

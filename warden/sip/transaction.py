@@ -587,6 +587,9 @@ class TransactionLayer:
             self._actions[action](txn, now, msg, source)
         if txn.state == "terminated" and txn._gen != -1:  # once: a nested step may have done it
             txn._gen = -1  # stale heap entries (armed with gen >= 0) never match again
+            # stale heap entries keep the object alive until their deadline (up to
+            # 64*T1): let them hold a husk, not the request and the bytes sent
+            txn.request, txn._data = None, None
             table = self._client if isinstance(txn, ClientTransaction) else self._server
             if table.get(txn.key) is txn:
                 del table[txn.key]
