@@ -71,6 +71,27 @@ def cmd_tls_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cert_check(args: argparse.Namespace) -> int:
+    """Exit 0/1/2 (OK/WARNING/CRITICAL) on the configured certificates' expiry."""
+    from .errors import CertificateError
+    from .tls import expiry_level, inspect_certificate
+
+    cfg = _load(args, check_files=False)
+    pairs = {(cfg.security.tls_cert_file, cfg.security.tls_key_file)}
+    if cfg.api.ssl.enabled:
+        pairs.add((cfg.api.ssl.cert_file, cfg.api.ssl.key_file))
+    worst = 0
+    for cert_file, key_file in sorted(pairs):
+        try:
+            info, _chain = inspect_certificate(cert_file, key_file)
+            level, line = expiry_level(info)
+        except CertificateError as exc:
+            level, line = 2, f"CRITICAL: {exc}"
+        print(f"{line} [{cert_file}]")
+        worst = max(worst, level)
+    return worst
+
+
 # --- ext: extensions ------------------------------------------------------------
 # These need no certificates, only the config's store.path and sip.realm.
 
@@ -309,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = cert.add_parser("generate", help="create a local CA and a server certificate signed by it")
     certtool.add_arguments(p)
     p.set_defaults(func=certtool.run)
+    p = cert.add_parser("check", help="expiry of the configured certificates: exit 0 OK, 1 under 30 days, 2 under 7 "
+                        "days, expired or unusable (a monitoring check)")
+    p.set_defaults(func=cmd_cert_check)
 
     _add_ext_commands(sub)
     _add_api_commands(sub)

@@ -66,6 +66,7 @@ class Service:
         if cfg.security.enable_tls and sip.tls_port:
             self.tls = TLSManager.from_config(cfg.security)
             log.info("%s", self.tls.describe())
+            self.tls.log_expiry()
         self.store = Store(cfg.store.path)
         limits = ParserLimits(max_message_size=sip.max_message_size)
         self.media = MediaPlane(cfg.media.rtp_port_min, cfg.media.rtp_port_max)
@@ -185,6 +186,7 @@ class Service:
         if tls is not None and self.tls is not None:
             self.tls = tls  # listeners ask for the context per connection: new ones get it
             log.info("%s", tls.describe())
+            tls.log_expiry()
         restart = [key for key, a, b in (
             ("sip listeners", (old.sip.listen, old.sip.udp_port, old.sip.tcp_port, old.sip.tls_port),
              (new.sip.listen, new.sip.udp_port, new.sip.tcp_port, new.sip.tls_port)),

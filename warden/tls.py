@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from . import _libssl
 from .errors import CertificateError, TLSPolicyError
 
-__all__ = ["CertificateInfo", "TLSManager", "TLSPolicy", "POLICIES", "FIPS_TLS13_SUITES"]
+__all__ = ["CertificateInfo", "TLSManager", "TLSPolicy", "POLICIES", "FIPS_TLS13_SUITES", "expiry_level", "inspect_certificate"]
 
 log = logging.getLogger("warden.tls")
 
@@ -212,6 +212,27 @@ def inspect_certificate(cert_file: str, key_file: str) -> tuple[CertificateInfo,
     return info, chain
 
 
+EXPIRY_WARNING_DAYS = 30
+EXPIRY_CRITICAL_DAYS = 7
+
+
+def expiry_level(info: CertificateInfo) -> tuple[int, str]:
+    """Monitoring status of a certificate's expiry: (0 OK | 1 WARNING | 2 CRITICAL, line).
+
+    The numbers are the Nagios/monitoring-plugin exit codes, so ``warden-pbx
+    cert check`` can be a check command as it is.
+    """
+    days = info.expires_in_days
+    when = info.not_after.strftime("%Y-%m-%d")
+    if days < 0:
+        return 2, f"CRITICAL: {info.subject} expired on {when}"
+    if days < EXPIRY_CRITICAL_DAYS:
+        return 2, f"CRITICAL: {info.subject} expires on {when} (in {days:.1f} days)"
+    if days < EXPIRY_WARNING_DAYS:
+        return 1, f"WARNING: {info.subject} expires on {when} (in {days:.0f} days)"
+    return 0, f"OK: {info.subject} expires on {when} (in {days:.0f} days)"
+
+
 def fips_certificate_problems(info: CertificateInfo, chain: list[x509.Certificate]) -> list[str]:
     """Reasons the certificate chain breaks the FIPS policy (empty when fine)."""
     problems = []
@@ -350,6 +371,12 @@ class TLSManager:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         return ctx
+
+    def log_expiry(self) -> None:
+        """WARNING under 30 days, ERROR under 7 (or expired), so monitoring of the log sees it."""
+        level, line = expiry_level(self.certificate)
+        if level:
+            log.log(logging.ERROR if level == 2 else logging.WARNING, "certificate %s: %s", self.cert_file, line)
 
     def reload(self) -> CertificateInfo:
         """Re-read certificate and key; on any error keep the old context."""
