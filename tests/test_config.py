@@ -101,8 +101,7 @@ def test_bad_yaml_and_non_mapping(tmp_path: Path) -> None:
     [problem] = errors_of(path)
     assert problem.startswith(f"{path}:") and "invalid YAML" in problem
     path = write(tmp_path, "sip: 5\n")
-    assert errors_of(path, check_files=False) == [f"{path}:1: sip. must be a mapping of settings"] or \
-        errors_of(path, check_files=False)[0].startswith(f"{path}:1: sip")
+    assert errors_of(path, check_files=False) == [f"{path}:1: sip must be a mapping of settings"]
 
 
 def test_duplicate_key_refused(tmp_path: Path) -> None:

@@ -323,7 +323,7 @@ class _Loader:
         given: dict[str, tuple[yaml.Node, yaml.Node]] = {}
         if node is not None:
             if not isinstance(node, yaml.MappingNode):
-                self.problem(node, prefix or "(top level)", "must be a mapping of settings")
+                self.problem(node, prefix.rstrip(".") or "(top level)", "must be a mapping of settings")
                 return cls()
             for key_node, value_node in node.value:
                 key = self.yaml.construct_object(key_node)

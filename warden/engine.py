@@ -195,7 +195,6 @@ class Engine:
                 future.set_result(fn())
             except Exception as exc:
                 future.set_exception(exc)
-        self._flush()
 
     def _datagram(self, data: bytes, peer: tuple[str, int], local: tuple[str, int]) -> None:
         if data.strip(b"\r\n") == b"":

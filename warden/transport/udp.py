@@ -68,8 +68,7 @@ class UDPServer:
                 continue
             if local is not None and s.getsockname()[:2] == local:
                 return s
-            if fallback is None or s.getsockname()[0] not in ("0.0.0.0", "::"):
-                fallback = fallback or s
+            fallback = fallback or s
         return fallback
 
     def send(self, data: bytes, destination: tuple[str, int], local: tuple[str, int] | None = None) -> bool:
