@@ -149,11 +149,13 @@ rtp_ports		{rtp_ports[0]}-{rtp_ports[1]}
 class TLSPhone:
     """A phone that only ever has one TLS connection: the one it registers on."""
 
-    def __init__(self, address: tuple[str, int], ca: Path, user: str, password: str) -> None:
+    def __init__(self, address: tuple[str, int], ca: Path, user: str, password: str, *,
+                 user_agent: str = "warden-test-phone", context: ssl.SSLContext | None = None) -> None:
         self.address = address
         self.user = user
         self.password = password
-        ctx = ssl.create_default_context(cafile=str(ca))
+        self.user_agent = user_agent
+        ctx = context or ssl.create_default_context(cafile=str(ca))
         raw = socket.create_connection(address, timeout=5)
         self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
         self.local = self.sock.getsockname()[:2]
@@ -175,7 +177,7 @@ class TLSPhone:
             f"Contact: <sip:{self.user}@192.0.2.1:5061;transport=tls>",
             "Expires: 600",
             "Max-Forwards: 70",
-            "User-Agent: warden-test-phone",
+            f"User-Agent: {self.user_agent}",
         ]
         if auth:
             lines.append(f"Authorization: {auth}")

@@ -69,9 +69,10 @@ class FakePBX:
     def __init__(self, path: Path, pki: helpers.PKI) -> None:
         self.path = path
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.recorded: list[dict[str, Any]] = []
         self.tls_report = TLSManager(pki.cert, pki.key).report()
         self.server = ControlServer(path)
-        for op in ("status", "registrations.list", "calls.list", "tls.stats", "reload"):
+        for op in ("status", "registrations.list", "calls.list", "tls.stats", "reload", "metrics", "tls.record"):
             self.server.register(op, self._handler(op))
 
     def _handler(self, op: str) -> Any:
@@ -111,6 +112,29 @@ class FakePBX:
                                          "cipher": "TLS_AES_256_GCM_SHA384", "count": 3}],
                          "failures": [{"transport": "tls", "reason": "UNSUPPORTED_PROTOCOL", "count": 1}],
                          "open_connections": 2}}
+
+    def op_metrics(self, args: dict[str, Any]) -> Any:
+        return {"uptime": 12.5, "tls": self.op_tls_stats(args), "registrations": {"udp": 0, "tcp": 0, "tls": 1},
+                "calls": 1, "sip": {"requests_received": {"REGISTER": 4, "FOO\"\n": 1},
+                                    "responses_sent": {"200": 3, "401": 1}, "malformed": 0, "dropped": 0},
+                "certificates": [{"listener": "sips", "subject": 'CN=a "quoted" \\ name', "not_after": 1.9e9,
+                                  "expires_in_seconds": 1e8, "level": 0}]}
+
+    def op_tls_record(self, args: dict[str, Any]) -> Any:
+        """The API workers' pushed handshake counts, kept for the tests to read."""
+        self.recorded.append(args)
+        return {"recorded": 1}
+
+    def recorded_counts(self) -> dict[str, dict[tuple[str, ...], int]]:
+        """Totals of the pushed increments, per kind (handshakes, failures, deprecated)."""
+        out: dict[str, dict[tuple[str, ...], int]] = {"handshakes": {}, "failures": {}, "deprecated": {}}
+        for push in list(self.recorded):
+            for kind, labels in (("handshakes", ("version", "cipher")), ("failures", ("reason",)),
+                                 ("deprecated", ("version",))):
+                for item in push.get(kind, []):
+                    key = tuple(item[label] for label in labels)
+                    out[kind][key] = out[kind].get(key, 0) + item["count"]
+        return out
 
     def op_reload(self, args: dict[str, Any]) -> Any:
         return {"reloaded": True, "certificate": "CN=localhost", "expires": "2030-01-01T00:00:00+00:00"}

@@ -71,6 +71,27 @@ def cmd_tls_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tls_report(args: argparse.Namespace) -> int:
+    """Print what the running PBX's clients negotiate (listeners) and hold (registered phones)."""
+    from . import tls_report
+    from .control import ControlClient, ControlUnavailable
+    from .control.location import control_path
+
+    cfg = _load(args, check_files=False)
+    try:
+        with ControlClient(control_path(cfg), timeout=10.0) as client:
+            stats = client.call("tls.stats")
+            registrations = client.call("registrations.list")
+    except ControlUnavailable as exc:
+        print(f"error: cannot get the TLS report: {exc}; is 'warden-pbx run' running with this config?",
+              file=sys.stderr)
+        return 1
+    report = tls_report.build(stats if isinstance(stats, dict) else {},
+                              registrations if isinstance(registrations, list) else [])
+    print(json.dumps(report, indent=2) if args.json else tls_report.render(report))
+    return 0
+
+
 def cmd_cert_check(args: argparse.Namespace) -> int:
     """Exit 0/1/2 (OK/WARNING/CRITICAL) on the configured certificates' expiry."""
     from .errors import CertificateError
@@ -324,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     tls.required = True
     p = tls.add_parser("show", help="print the TLS policy in force (versions, ciphers, certificate)")
     p.set_defaults(func=cmd_tls_show)
+    p = tls.add_parser("report", help="from the running PBX: negotiated versions and ciphers per listener, "
+                       "failures, deprecated-protocol attempts, and registered phones by User-Agent")
+    p.add_argument("--json", action="store_true", help="the same as JSON")
+    p.set_defaults(func=cmd_tls_report)
 
     cert = sub.add_parser("cert", help="certificate tools").add_subparsers(dest="cert_command", metavar="ACTION")
     cert.required = True

@@ -114,6 +114,20 @@ def _address_list(value: Any) -> tuple[str, ...]:
     return tuple(_address(v) for v in value)
 
 
+def _networks(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise _Invalid(f"must be a list of IP addresses or networks (CIDR), got {value!r}")
+    out = []
+    for v in value:
+        try:
+            out.append(str(ipaddress.ip_network(str(v).strip("[]"), strict=False)))
+        except ValueError:
+            raise _Invalid(f"must list IP addresses or networks (CIDR), got {v!r}") from None
+    return tuple(out)
+
+
 def _digest_algorithms(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
@@ -202,6 +216,10 @@ class APIConfig:
     bind: str = _setting("0.0.0.0", _address, "address the API binds")
     port: int = _setting(9000, _int(1, 65535), "API port")
     workers: int = _setting(2, _int(1, 64), "gunicorn worker processes")
+    metrics_without_token: tuple[str, ...] = _setting(
+        ("127.0.0.0/8", "::1/128"), _networks,
+        "client addresses (networks) that may read /metrics without a token; [] behind a local reverse proxy",
+    )
     ssl: APISSLConfig = field(default_factory=APISSLConfig)
 
 

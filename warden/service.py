@@ -21,7 +21,7 @@ from . import __version__
 from . import config as config_module
 from .config import Config
 from .api.supervisor import APISupervisor
-from .control import ControlServer
+from .control import ControlError, ControlServer
 from .control.location import control_path
 from .core.registrar import RegistrarPolicy
 from .engine import Engine
@@ -31,8 +31,9 @@ from .errors import WardenError
 from .sdnotify import notify
 from .sip.message import ParserLimits
 from .store import Store
-from .tls import TLSManager
+from .tls import TLSManager, expiry_level
 from .transport import Listener, StreamServer
+from .transport.telemetry import HandshakeStats
 from .transport.sip_stream import SIPStreamHandler
 from .transport.udp import UDPServer
 
@@ -56,6 +57,8 @@ class Service:
         self.media: MediaPlane | None = None
         self.api: APISupervisor | None = None
         self.conference: ConferenceBridge | None = None
+        self.api_handshakes = HandshakeStats()
+        """The API listener's handshakes, as its gunicorn workers push them (``tls.record``)."""
         self.started_at = time.time()
         self._stopping = threading.Event()
 
@@ -121,6 +124,8 @@ class Service:
         server.register("calls.list", lambda args: engine.submit(engine.b2bua.snapshot))
         server.register("tls.stats", lambda args: self.tls_stats())
         server.register("sip.stats", lambda args: engine.submit(engine.counters.snapshot))
+        server.register("tls.record", self.record_handshakes)
+        server.register("metrics", lambda args: self.metrics())
         server.register("reload", lambda args: self.reload())
 
     def status(self) -> dict[str, Any]:
@@ -157,7 +162,48 @@ class Service:
         for name, srv in (("sips", self.sips), ("tcp", self.tcp)):
             if srv is not None:
                 out[name] = {**srv.stats.snapshot(), "open_connections": srv.open_connections}
+        if self.config.api.enabled and self.config.api.ssl.enabled:
+            out["api"] = {**self.api_handshakes.snapshot(), "open_connections": None}
         return out
+
+    def record_handshakes(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Control op ``tls.record``: add an API worker's handshake increments to the listener's totals."""
+        listener = args.get("listener")
+        if listener != "api":
+            raise ControlError(f"tls.record: unknown listener {listener!r} (only 'api' pushes its counts)", 400)
+        delta = {name: _counts(args.get(name, []), name, labels)
+                 for name, labels in (("handshakes", ("transport", "version", "cipher")),
+                                      ("failures", ("transport", "reason")),
+                                      ("deprecated", ("transport", "version")))}
+        self.api_handshakes.merge(delta)
+        return {"recorded": sum(c["count"] for items in delta.values() for c in items)}
+
+    def listener_certificates(self) -> list[tuple[str, Any]]:
+        """``(listener, CertificateInfo)`` of every TLS listener this process serves."""
+        return [("sips", self.tls.certificate)] if self.tls is not None and self.sips is not None else []
+
+    def metrics(self) -> dict[str, Any]:
+        """Control op ``metrics``: everything ``/metrics`` exposes about the PBX, in one call."""
+        engine, store = self.engine, self.store
+        assert engine is not None and store is not None
+        now = time.time()
+
+        def from_engine() -> dict[str, Any]:
+            return {"sip": engine.counters.snapshot(), "calls": len(engine.b2bua.calls)}
+
+        live = engine.submit(from_engine)
+        certificates = []
+        for listener, info in self.listener_certificates():
+            level, _line = expiry_level(info)
+            certificates.append({"listener": listener, "subject": info.subject, "not_after": info.not_after.timestamp(),
+                                 "expires_in_seconds": round(info.not_after.timestamp() - now, 1), "level": level})
+        return {
+            "uptime": round(now - self.started_at, 1),
+            "tls": {name: stats for name, stats in self.tls_stats().items() if name != "tcp"},
+            "certificates": certificates,
+            "registrations": store.binding_counts_by_transport(now=now),
+            **live,
+        }
 
     def reload(self) -> dict[str, Any]:
         """Re-read the config file and the certificates (SIGHUP, ``systemctl reload``).
@@ -287,3 +333,28 @@ class Service:
         finally:
             notify("STOPPING=1")
             self.stop()
+
+
+_MAX_PUSHED = 200
+_MAX_LABEL = 200
+
+
+def _counts(items: Any, name: str, labels: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Pushed counter increments, checked: string labels, non-negative int counts, bounded."""
+    if not isinstance(items, list) or len(items) > _MAX_PUSHED:
+        raise ControlError(f"tls.record: {name!r} must be a list of at most {_MAX_PUSHED} objects", 400)
+    out = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise ControlError(f"tls.record: {name!r} items must be objects", 400)
+        count = item.get("count")
+        if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 1_000_000_000:
+            raise ControlError(f"tls.record: {name!r} count must be an integer 0..1e9, got {count!r}", 400)
+        entry: dict[str, Any] = {"count": count}
+        for label in labels:
+            value = item.get(label)
+            if not isinstance(value, str) or not value or len(value) > _MAX_LABEL:
+                raise ControlError(f"tls.record: {name!r} label {label!r} must be a string of 1..{_MAX_LABEL}", 400)
+            entry[label] = value
+        out.append(entry)
+    return out

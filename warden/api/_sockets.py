@@ -25,6 +25,11 @@ returns :class:`GuardedSocket` (plain HTTP); the TLS context's
 over when gunicorn wraps the connection. TLS handshake failures (an old
 protocol version, a refused cipher, plain HTTP on the TLS port) are logged in
 one line and the connection closed, the same way on every gunicorn.
+
+Every handshake is counted (:mod:`warden.api.handshake_counts`): version and
+cipher when it completes, the reason when it fails, and the version a
+ClientHello offered when that is SSLv3/TLS 1.0/TLS 1.1 (logged at WARNING).
+The ClientHello is peeked before the handshake, within the same deadline.
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ import ssl
 import time
 from collections.abc import Callable
 from typing import Any
+
+from warden.handshakes import CLOSED_BEFORE_HELLO, DEPRECATED_VERSIONS, HELLO_PEEK_BYTES, classify_handshake_error, hello_version
+
+from . import handshake_counts
 
 __all__ = [
     "PICKUP_GRACE",
@@ -93,6 +102,7 @@ class _Deadline:
         remaining = max(self._warden_deadline, self._warden_picked + PICKUP_GRACE) - now
         if remaining <= 0:
             self._warden_expire(f"request not complete within {REQUEST_TIMEOUT:g} s")
+            self._warden_failed(TimeoutError())
             return eof
         current = self.gettimeout()  # type: ignore[attr-defined]
         limit = remaining if current is None else min(current, remaining)
@@ -103,17 +113,26 @@ class _Deadline:
             if current is not None and current <= remaining:
                 raise  # the caller's own, shorter timeout
             self._warden_expire(f"request not complete within {REQUEST_TIMEOUT:g} s")
+            self._warden_failed(TimeoutError())
             return eof
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             raise  # a non-blocking caller's business
-        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError) as exc:
             self._warden_dead = True
+            self._warden_failed(exc)
             return eof
         except ssl.SSLError as exc:
             self._warden_expire(f"TLS error: {exc.reason or exc}")
+            self._warden_failed(exc)
             return eof
+        except OSError as exc:
+            self._warden_failed(exc)
+            raise
         finally:
             self._warden_settimeout(current)
+
+    def _warden_failed(self, exc: BaseException) -> None:
+        """A read ended the connection (TLS sockets count a failed handshake)."""
 
     def _warden_settimeout(self, value: float | None) -> None:
         try:
@@ -177,6 +196,54 @@ class GuardedSSLSocket(_Deadline, ssl.SSLSocket):
         else:
             self._warden_arm()
         return self
+
+    _warden_counted: bool = False
+    """The handshake's outcome has been counted (it completed or failed)."""
+    _warden_offered: str | None = None
+    _warden_hello_empty: bool = False
+
+    def _warden_read(self, call: Callable[[], Any], eof: Any) -> Any:
+        if self._warden_counted:
+            return super()._warden_read(call, eof)
+
+        def first() -> Any:
+            if self._warden_offered is None:
+                self._warden_offered = self._warden_peek_hello()
+            return call()
+
+        result = super()._warden_read(first, eof)
+        if not self._warden_counted and self.version() is not None:
+            self._warden_counted = True
+            cipher = self.cipher()
+            handshake_counts.record_success(self.version() or "?", cipher[0] if cipher else "?")
+        return result
+
+    def _warden_peek_hello(self) -> str:
+        """The version the ClientHello offers ("" if unknown); waits for it under the deadline."""
+        try:
+            data = socket.socket.recv(self, HELLO_PEEK_BYTES, socket.MSG_PEEK)
+        except TimeoutError:
+            raise
+        except OSError:
+            return ""
+        self._warden_hello_empty = not data
+        version = hello_version(data) or ""
+        if version in DEPRECATED_VERSIONS:
+            handshake_counts.record_deprecated(version)
+            log.warning("deprecated-protocol attempt: %s from %s", version, _peer(self))
+        return version
+
+    def _warden_failed(self, exc: BaseException) -> None:
+        if self._warden_counted or self.version() is not None:
+            return
+        self._warden_counted = True
+        reason = classify_handshake_error(exc)
+        if self._warden_hello_empty and reason == "closed during handshake":
+            reason = CLOSED_BEFORE_HELLO
+        handshake_counts.record_failure(reason)
+        if reason == "protocol too old":
+            offered = f" (client offered {self._warden_offered})" if self._warden_offered else ""
+            log.warning("TLS handshake from %s failed: %s%s", _peer(self), reason, offered)
 
     def do_handshake(self, block: bool = False) -> None:
         def handshake() -> None:

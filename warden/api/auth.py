@@ -2,7 +2,10 @@
 
 Every view is either :func:`public` or needs a role (:func:`requires`);
 a view marked neither needs ``admin``, so forgetting a marker fails closed.
-``viewer`` may call read operations, ``admin`` everything.
+``viewer`` may call read operations, ``admin`` everything. A view marked
+:func:`trusted_addresses_skip_token` (``/metrics``) also serves, without a
+token, clients whose address is in ``api.metrics_without_token`` (loopback by
+default, so a local Prometheus or node agent needs no secret).
 
 Strategy for throttling: :class:`FailureThrottle` counts, per client
 address, the requests that *presented* a wrong or malformed token within a
@@ -23,6 +26,7 @@ Tokens never reach a log line: failures log the client address and why.
 from __future__ import annotations
 
 import collections
+import ipaddress
 import logging
 import math
 import threading
@@ -43,6 +47,8 @@ __all__ = [
     "authenticate",
     "public",
     "requires",
+    "trusted_address",
+    "trusted_addresses_skip_token",
 ]
 
 log = logging.getLogger("warden.api.auth")
@@ -74,6 +80,25 @@ def requires(role: str) -> Callable[[F], F]:
         return view
 
     return mark
+
+
+def trusted_addresses_skip_token(view: F) -> F:
+    """Let clients in ``api.metrics_without_token`` call ``view`` without a token."""
+    view._warden_trusted_skip = True  # type: ignore[attr-defined]
+    return view
+
+
+def trusted_address(address: str | None, networks: tuple[str, ...]) -> bool:
+    """Whether ``address`` (IPv4-mapped IPv6 counts as IPv4) is in one of ``networks``."""
+    if not address or not networks:
+        return False
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False  # a UNIX socket or a proxy's odd value: not trusted
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in ipaddress.ip_network(n) for n in networks)
 
 
 class FailureThrottle:
@@ -143,6 +168,10 @@ def authenticate() -> None:
     if view is None or getattr(view, "_warden_public", False):
         return
     needed: str = getattr(view, "_warden_role", "admin")
+    if getattr(view, "_warden_trusted_skip", False) and "Authorization" not in request.headers and trusted_address(
+        request.remote_addr, current_app.extensions["warden.config"].api.metrics_without_token
+    ):
+        return
     throttle: FailureThrottle = current_app.extensions["warden.throttle"]
     address = request.remote_addr or "unknown"
     now = time.monotonic()

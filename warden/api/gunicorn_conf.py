@@ -26,6 +26,10 @@ fields of 8190 bytes, bodies at 64 KiB (the app's 413); gunicorn's own error
 answers are problem objects too (:mod:`warden.api._gunicorn`). ``timeout`` (30 s)
 restarts a worker whose main loop hangs; ``graceful_timeout`` (10 s) bounds
 a stop.
+
+Handshake counts: each worker pushes its TLS handshake counts to the PBX
+(:mod:`warden.api.handshake_counts`), so ``/metrics`` totals survive worker
+restarts.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from typing import Any
 from warden import config as _config
 from warden.errors import WardenError
 
+from . import handshake_counts
 from ._gunicorn import install_gunicorn20_tls, install_problem_errors
 from ._sockets import guard_context, guard_listeners
 
@@ -142,6 +147,14 @@ def post_worker_init(worker: Any) -> None:
     install_problem_errors()
     guard_listeners(worker.sockets)
     if _tls is not None:
+        from .pbx import control_path
+
+        handshake_counts.install(control_path(_cfg), "api")
         patched = install_gunicorn20_tls(_context)
         if patched:
             worker.log.debug("gunicorn without the ssl_context hook: TLS via %s", ", ".join(patched))
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Hand the last handshake counts to the PBX before the worker goes."""
+    handshake_counts.flush()

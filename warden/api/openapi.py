@@ -103,7 +103,9 @@ _SCHEMAS: dict[str, Any] = {
         "sans": {"type": "array", "items": {"type": "string"}},
         "not_after": _nullable("string"),
         "expires_in_days": _nullable("number"),
-    }, required=["subject", "sans", "expires_in_days"], additionalProperties=False),
+        "expiry_level": _nullable("string", enum=["OK", "WARNING", "CRITICAL", None],
+                                  description="CRITICAL under 7 days (or expired), WARNING under 30"),
+    }, required=["subject", "sans", "expires_in_days", "expiry_level"], additionalProperties=False),
     "TLSReport": _nullable("object", description="`TLSManager.report()`: the TLS policy in force", properties={
         "policy": {"type": "string"},
         "fips_mode": {"type": "boolean"},
@@ -130,6 +132,7 @@ _SCHEMAS: dict[str, Any] = {
             "uptime": {"type": "number"},
             "listener": _ref("Listener"),
             "tls": _ref("TLSReport"),
+            "certificate": _ref("Certificate"),
         }),
     }),
     "Extension": _obj({
@@ -235,7 +238,12 @@ _SCHEMAS: dict[str, Any] = {
         "failures": {"type": "array", "items": _obj({
             "transport": {"type": "string"}, "reason": {"type": "string"}, "count": {"type": "integer"},
         }, required=["reason", "count"], extra=True)},
-        "open_connections": {"type": "integer"},
+        "deprecated": {"type": "array", "description": "handshakes offering at most SSLv3/TLS 1.0/TLS 1.1",
+                       "items": _obj({
+                           "transport": {"type": "string"}, "version": {"type": "string"},
+                           "count": {"type": "integer"},
+                       }, required=["version", "count"], extra=True)},
+        "open_connections": _nullable("integer", description="null for the API (its workers hold them)"),
     }, required=[], extra=True),
     "TLSStats": _obj({
         "listeners": {"type": "object", "additionalProperties": _ref("ListenerTLSStats")},
@@ -379,9 +387,17 @@ def _paths() -> dict[str, Any]:
             "Call detail records, newest first", {"200": _json(_ref("CDRPage"), "one page of CDRs")},
             params=cdr_params, errors=("BadRequest", "URITooLong"), op_id="listCDRs", tag="cdrs")},
         "/api/v1/tls/stats": {"get": _op(
-            "TLS handshakes by version and cipher, failures by reason, per listener",
+            "TLS handshakes by version and cipher, failures by reason, deprecated-protocol attempts, per listener",
             {"200": _json(_ref("TLSStats"), "TLS statistics")},
             errors=("BadGateway", "ServiceUnavailable"), op_id="getTLSStats", tag="tls")},
+        "/metrics": {"get": _op(
+            "Prometheus metrics (text exposition format 0.0.4)",
+            {"200": {"description": "the metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            op_id="getMetrics", tag="tls",
+            description=("TLS handshakes by listener, version, cipher and outcome; failures by reason; "
+                         "deprecated-protocol attempts; certificate expiry; registrations by transport; "
+                         "active calls; SIP counters; PBX uptime. Clients whose address is in "
+                         "`api.metrics_without_token` (loopback by default) need no token."))},
         "/api/v1/config/reload": {"post": _op(
             "Reload the PBX's configuration (certificates)", {"200": _json(_ref("ReloadResult"), "the PBX's answer")},
             role="admin", errors=("BadGateway", "ServiceUnavailable", "UnsupportedMediaType", "BadRequest",

@@ -190,6 +190,15 @@ class BindingsMixin(Database):
         return {aor: int(n) for aor, n in rows}
 
 
+    def binding_counts_by_transport(self, *, now: float | None = None) -> dict[str, int]:
+        """Bindings per transport (unexpired at ``now`` when given); every transport present, 0 if none."""
+        where, params = _filter(None, now)
+        rows = self._query(f"SELECT transport, count(*) FROM bindings{where} GROUP BY transport", params)
+        counts = dict.fromkeys(TRANSPORTS, 0)
+        counts.update({t: int(n) for t, n in rows})
+        return counts
+
+
 def _filter(aor: str | None, now: float | None) -> tuple[str, tuple[Any, ...]]:
     clauses: list[str] = []
     params: list[Any] = []

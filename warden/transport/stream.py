@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..handshakes import CLOSED_BEFORE_HELLO, DEPRECATED_VERSIONS, HELLO_PEEK_BYTES, hello_version
 from .telemetry import HandshakeStats, classify_handshake_error
 
 __all__ = ["Connection", "StreamHandler", "StreamServer", "Listener"]
@@ -76,6 +77,10 @@ class Connection:
     established: bool = False
     closed: bool = False
     handshake_deadline: float = 0.0
+    offered_version: str | None = None
+    """Highest TLS version the ClientHello offered (peeked once; None if unknown)."""
+    _hello_peeked: bool = False
+    _hello_empty: bool = False
     _out: collections.deque[bytes] = field(default_factory=collections.deque, repr=False)
     _out_size: int = 0
 
@@ -211,6 +216,8 @@ class _IOWorker(threading.Thread):
     def _handshake(self, conn: Connection) -> None:
         sock = conn.sock
         assert isinstance(sock, ssl.SSLSocket)
+        if not conn._hello_peeked:
+            self._peek_hello(conn)
         try:
             sock.do_handshake()
         except ssl.SSLWantReadError:
@@ -221,9 +228,12 @@ class _IOWorker(threading.Thread):
             return
         except (ssl.SSLError, OSError) as exc:
             reason = classify_handshake_error(exc)
+            if conn._hello_empty and reason == "closed during handshake":
+                reason = CLOSED_BEFORE_HELLO
             self.server.stats.failed("tls", reason)
             level = logging.WARNING if reason == "protocol too old" else logging.INFO
-            log.log(level, "TLS handshake from %s failed: %s (%s)", _fmt(conn.peer), reason, _detail(exc))
+            offered = f"; client offered {conn.offered_version}" if conn.offered_version else ""
+            log.log(level, "TLS handshake from %s failed: %s (%s%s)", _fmt(conn.peer), reason, _detail(exc), offered)
             self._close(conn, f"handshake failed: {reason}", notify=False)
             return
         conn.tls_version = sock.version()
@@ -232,6 +242,19 @@ class _IOWorker(threading.Thread):
         self.server.stats.succeeded("tls", conn.tls_version or "?", conn.cipher or "?")
         log.debug("TLS from %s: %s %s", _fmt(conn.peer), conn.tls_version, conn.cipher)
         self._established(conn)
+
+    def _peek_hello(self, conn: Connection) -> None:
+        """Note the version the ClientHello offers; count and warn when it is deprecated."""
+        try:
+            data = socket.socket.recv(conn.sock, HELLO_PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except OSError:
+            return  # nothing yet (or gone): the handshake call says which
+        conn._hello_peeked = True
+        conn._hello_empty = not data
+        conn.offered_version = version = hello_version(data)
+        if version in DEPRECATED_VERSIONS:
+            self.server.stats.deprecated_attempt(conn.transport, version)
+            log.warning("deprecated-protocol attempt: %s from %s", version, _fmt(conn.peer))
 
     def _established(self, conn: Connection) -> None:
         conn.established = True

@@ -1,57 +1,30 @@
 """Counters of TLS handshakes, and failure reasons an admin understands.
 
-OpenSSL's reasons (``UNSUPPORTED_PROTOCOL``, ``WRONG_VERSION_NUMBER``...) are
-mapped to a few plain phrases so logs and ``/metrics`` say *why* a phone
-failed: too old a protocol, no shared cipher, not TLS at all, a timeout.
+The reasons come from :func:`warden.handshakes.classify_handshake_error`.
+One :class:`HandshakeStats` per listener; the admin API's gunicorn workers
+count their own handshakes and push the increments to the PBX, which
+:meth:`HandshakeStats.merge` adds to the API listener's totals (so a worker
+restart loses nothing already pushed).
 """
 
 from __future__ import annotations
 
 import collections
-import ssl
 import threading
 
-__all__ = ["HandshakeStats", "classify_handshake_error"]
+from ..handshakes import classify_handshake_error
 
-_REASONS = {
-    "UNSUPPORTED_PROTOCOL": "protocol too old",
-    "UNKNOWN_PROTOCOL": "protocol too old",
-    "VERSION_TOO_LOW": "protocol too old",
-    "TLSV1_ALERT_PROTOCOL_VERSION": "protocol too old",
-    "NO_SHARED_CIPHER": "no shared cipher",
-    "NO_CIPHERS_AVAILABLE": "no shared cipher",
-    "NO_SUITABLE_KEY_SHARE": "no shared group",
-    "NO_SHARED_GROUPS": "no shared group",
-    "NO_SHARED_SIGNATURE_ALGORITHMS": "no shared signature algorithm",
-    "WRONG_VERSION_NUMBER": "not TLS",
-    "HTTP_REQUEST": "not TLS (plain HTTP)",
-    "HTTPS_PROXY_REQUEST": "not TLS (proxy request)",
-    "UNEXPECTED_MESSAGE": "not TLS",
-    "RECORD_LAYER_FAILURE": "not TLS",
-    "PACKET_LENGTH_TOO_LONG": "not TLS",
-    "TLSV1_ALERT_UNKNOWN_CA": "bad certificate (peer does not trust our CA)",
-    "SSLV3_ALERT_BAD_CERTIFICATE": "bad certificate",
-    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "bad certificate",
-    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "bad certificate (expired)",
-    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "client certificate missing",
-    "CERTIFICATE_VERIFY_FAILED": "bad client certificate",
-}
+__all__ = ["MAX_KEYS", "HandshakeStats", "classify_handshake_error"]
+
+#: Distinct label sets kept per counter; more are counted under ``other``
+#: (the labels come from peers and from pushed increments: never unbounded).
+MAX_KEYS = 500
 
 
-def classify_handshake_error(exc: BaseException) -> str:
-    """A short reason for a failed handshake."""
-    if isinstance(exc, (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError)):
-        return "closed during handshake"
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or ""
-        if reason in _REASONS:
-            return _REASONS[reason]
-        if "EOF" in str(exc) or reason == "UNEXPECTED_EOF_WHILE_READING":
-            return "closed during handshake"
-        return f"TLS error ({reason.lower() or 'unknown'})"
-    return "closed during handshake"
+def _bump(counter: "collections.Counter[tuple[str, ...]]", key: tuple[str, ...], n: int, fallback: tuple[str, ...]) -> None:
+    if key not in counter and len(counter) >= MAX_KEYS:
+        key = fallback
+    counter[key] += n
 
 
 class HandshakeStats:
@@ -61,6 +34,8 @@ class HandshakeStats:
         self._lock = threading.Lock()
         self.ok: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.failures: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.deprecated: collections.Counter[tuple[str, str]] = collections.Counter()
+        """Handshakes attempted with SSLv3/TLS 1.0/TLS 1.1 (by the version offered), refused or not."""
 
     def succeeded(self, transport: str, version: str, cipher: str) -> None:
         with self._lock:
@@ -70,6 +45,23 @@ class HandshakeStats:
         with self._lock:
             self.failures[(transport, reason)] += 1
 
+    def deprecated_attempt(self, transport: str, version: str) -> None:
+        with self._lock:
+            self.deprecated[(transport, version)] += 1
+
+    def merge(self, delta: dict[str, list[dict[str, object]]]) -> None:
+        """Add increments in :meth:`snapshot`'s shape (already validated: str labels, int counts >= 0)."""
+        with self._lock:
+            for h in delta.get("handshakes", ()):
+                key = (str(h["transport"]), str(h["version"]), str(h["cipher"]))
+                _bump(self.ok, key, int(h["count"]), (key[0], "other", "other"))  # type: ignore[call-overload]
+            for f in delta.get("failures", ()):
+                key2 = (str(f["transport"]), str(f["reason"]))
+                _bump(self.failures, key2, int(f["count"]), (key2[0], "other"))  # type: ignore[call-overload]
+            for d in delta.get("deprecated", ()):
+                key3 = (str(d["transport"]), str(d["version"]))
+                _bump(self.deprecated, key3, int(d["count"]), (key3[0], "other"))  # type: ignore[call-overload]
+
     def snapshot(self) -> dict[str, list[dict[str, object]]]:
         """Plain data for the control channel and the API."""
         with self._lock:
@@ -78,4 +70,7 @@ class HandshakeStats:
                     {"transport": t, "version": v, "cipher": c, "count": n} for (t, v, c), n in sorted(self.ok.items())
                 ],
                 "failures": [{"transport": t, "reason": r, "count": n} for (t, r), n in sorted(self.failures.items())],
+                "deprecated": [
+                    {"transport": t, "version": v, "count": n} for (t, v), n in sorted(self.deprecated.items())
+                ],
             }

@@ -27,12 +27,24 @@ def _certificate(report: dict[str, Any] | None) -> dict[str, Any] | None:
     cert = report.get("certificate") if isinstance(report, dict) else None
     if not isinstance(cert, dict):
         return None
+    days = cert.get("expires_in_days")
+    days = days if isinstance(days, (int, float)) and not isinstance(days, bool) else None
     return {
         "subject": cert.get("subject"),
         "sans": cert.get("sans") or [],
         "not_after": cert.get("not_after"),
-        "expires_in_days": cert.get("expires_in_days"),
+        "expires_in_days": days,
+        "expiry_level": _level(days),
     }
+
+
+def _level(days: float | None) -> str | None:
+    """``OK``, ``WARNING`` (under 30 days) or ``CRITICAL`` (under 7, or expired), as ``warden-pbx cert check``."""
+    from warden.tls import EXPIRY_CRITICAL_DAYS, EXPIRY_WARNING_DAYS
+
+    if days is None:
+        return None
+    return "CRITICAL" if days < EXPIRY_CRITICAL_DAYS else "WARNING" if days < EXPIRY_WARNING_DAYS else "OK"
 
 
 def _listeners(raw: Any) -> list[dict[str, Any]]:
@@ -61,6 +73,7 @@ def status() -> Response:
         "uptime": round(time.time() - current_app.extensions["warden.started_at"], 1),
         "listener": api_listener,
         "tls": api_tls if cfg.api.ssl.enabled else None,
+        "certificate": _certificate(api_tls) if cfg.api.ssl.enabled else None,
     }
     running, result = current_app.extensions["warden.pbx"].try_call("status")
     if running:
