@@ -52,6 +52,7 @@ class Served:
     tokens: dict[str, str]
     label: str
     version: str
+    fake: FakePBX
 
     @property
     def address(self) -> tuple[str, int]:
@@ -69,9 +70,9 @@ def _serve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         tokens = {role: s.create_token(f"t-{role}", role)[1] for role in ("admin", "viewer")}
     # A fake PBX answers the control operations, so calls/tls/reload give 200 rather than 503;
     # the throttle is raised because schemathesis probes with wrong tokens on purpose.
-    with FakePBX(control_path(cfg), pki):
+    with FakePBX(control_path(cfg), pki) as fake:
         with gunicorn(python, workdir, path, port, env={"WARDEN_API_AUTH_FAILURES": "100000"}) as server:
-            yield Served(server, pki, cfg, tokens, label, version)
+            yield Served(server, pki, cfg, tokens, label, version, fake)
             output = server.output()
     assert "Traceback" not in output, output[-4000:]
 
@@ -116,6 +117,46 @@ def test_openssl_gets_tls13_and_tls11_is_refused(served: Served) -> None:
     assert protocol == "TLSv1.2" and cipher == "ECDHE-RSA-AES256-GCM-SHA384", out
     protocol, cipher, out = s_client(served, "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")
     assert protocol is None and cipher is None, out
+
+
+def test_workers_push_their_handshake_counts_to_the_pbx(served: Served) -> None:
+    """On every gunicorn: completed, refused and not-TLS handshakes reach the PBX (control op tls.record)."""
+    before = served.fake.recorded_counts()
+    protocol, cipher, _out = s_client(served, "-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256")
+    assert (protocol, cipher) == ("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256")
+    assert s_client(served, "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")[:2] == (None, None)
+    with socket.create_connection(served.address, timeout=5) as plain:
+        plain.sendall(b"GET /api/v1/health HTTP/1.0\r\n\r\n")
+        plain.settimeout(5)
+        try:
+            while plain.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def grew(kind: str, key: tuple[str, ...]) -> int:
+        return served.fake.recorded_counts()[kind].get(key, 0) - before[kind].get(key, 0)
+
+    deadline = time.monotonic() + 10
+    wanted = [("handshakes", ("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256")), ("failures", ("protocol too old",)),
+              ("failures", ("not TLS (plain HTTP)",)), ("deprecated", ("TLSv1.1",))]
+    while time.monotonic() < deadline and not all(grew(*w) >= 1 for w in wanted):
+        time.sleep(0.1)
+    assert [grew(*w) for w in wanted] == [1, 1, 1, 1], served.fake.recorded[-5:]
+    assert all(push["listener"] == "api" for push in served.fake.recorded)
+
+
+def test_metrics_text_from_the_pbx_answer(served: Served) -> None:
+    from exposition import parse
+
+    reply = https(served.server.port, "GET", "/metrics", cafile=served.pki.ca, token=served.tokens["viewer"])
+    assert reply.status == 200 and reply.headers["content-type"].startswith("text/plain; version=0.0.4")
+    fams = parse(reply.body.decode())
+    assert fams["warden_tls_certificate_expiry_level"].get(listener="sips", subject='CN=a "quoted" \\ name') == 0
+    assert fams["warden_sip_requests_received_total"].get(method="other") == 1  # the odd method is folded
+    assert fams["warden_tls_handshake_failures_total"].get(listener="sips", reason="UNSUPPORTED_PROTOCOL") == 1
+    assert fams["warden_tls_certificate_expiry_seconds"].total(listener="api") > 0  # the API's own certificate
+    assert https(served.server.port, "GET", "/metrics", cafile=served.pki.ca, token="wdn_wrong").status == 401
 
 
 def test_fips_mode_refuses_chacha20_in_tls12_and_tls13(served_fips: Served) -> None:

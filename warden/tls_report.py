@@ -52,14 +52,14 @@ def build(stats: dict[str, Any], registrations: list[dict[str, Any]]) -> dict[st
     return {"handshakes": handshakes, "failures": failures, "deprecated": deprecated, "phones": phones}
 
 
-def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    """Left-aligned columns two spaces apart; numbers (last columns) right-aligned."""
+def table(header: tuple[str, ...], rows: list[tuple[str, ...]], numeric: tuple[str, ...] = ("COUNT", "SHARE")
+          ) -> list[str]:
+    """Columns two spaces apart; the ``numeric`` ones (and their headers) right-aligned."""
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    numeric = [all(r[i].rstrip("%").replace(".", "", 1).isdigit() for r in rows) and bool(rows)
-               for i in range(len(header))]
+    numeric_columns = [name in numeric for name in header]
     out = []
     for r in (header, *rows):
-        cells = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric)]
+        cells = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric_columns)]
         out.append("  ".join(cells).rstrip())
     return out
 
@@ -83,6 +83,6 @@ def render(report: dict[str, list[dict[str, Any]]]) -> str:
         more = len(p["extensions"]) - len(shown)
         rows.append((p["user_agent"], p["transport"], p["version"], p["cipher"], str(p["count"]),
                      ",".join(shown) + (f",+{more}" if more > 0 else "")))
-    lines += table(("USER-AGENT", "TRANSPORT", "VERSION", "CIPHER", "PHONES", "EXTENSIONS"), rows) if rows \
+    lines += table(("USER-AGENT", "TRANSPORT", "VERSION", "CIPHER", "PHONES", "EXTENSIONS"), rows, ("PHONES",)) if rows \
         else ["  (no registered phones)"]
     return "\n".join(lines)

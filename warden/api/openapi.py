@@ -287,7 +287,7 @@ _TIME = {"anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}
 
 def _op(summary: str, ok: dict[str, Any], *, role: str | None = "viewer", errors: tuple[str, ...] = (),
         params: list[dict[str, Any]] | None = None, body: str | None = None, op_id: str,
-        tag: str, description: str | None = None) -> dict[str, Any]:
+        tag: str, description: str | None = None, token_optional: bool = False) -> dict[str, Any]:
     """One operation; ``ok`` maps status to response, ``errors`` names extra error responses."""
     responses: dict[str, Any] = dict(ok)
     codes = {
@@ -315,6 +315,8 @@ def _op(summary: str, ok: dict[str, Any], *, role: str | None = "viewer", errors
         op["description"] = description
     if role is None:
         op["security"] = []
+    elif token_optional:  # a token, or none at all from a trusted address
+        op["security"] = [{"bearerAuth": []}, {}]
     else:
         op["description"] = (description + "\n\n" if description else "") + f"Needs a token with the `{role}` role" + (
             " (or `admin`)." if role == "viewer" else ".")
@@ -393,7 +395,7 @@ def _paths() -> dict[str, Any]:
         "/metrics": {"get": _op(
             "Prometheus metrics (text exposition format 0.0.4)",
             {"200": {"description": "the metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}},
-            op_id="getMetrics", tag="tls",
+            op_id="getMetrics", tag="tls", token_optional=True,
             description=("TLS handshakes by listener, version, cipher and outcome; failures by reason; "
                          "deprecated-protocol attempts; certificate expiry; registrations by transport; "
                          "active calls; SIP counters; PBX uptime. Clients whose address is in "

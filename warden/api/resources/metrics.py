@@ -84,7 +84,7 @@ def _tls(out: Exposition, stats: Any) -> None:
                 out.add("warden_tls_handshakes_total", n, {"listener": listener, "outcome": "success",
                                                            "version": str(h.get("version") or ""),
                                                            "cipher": str(h.get("cipher") or "")})
-        failed = 0.0
+        failed: float = 0
         for f in _items(data.get("failures")):
             if (n := _num(f.get("count"))) is not None:
                 failed += n
