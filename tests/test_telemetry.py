@@ -344,3 +344,97 @@ def test_registrations_show_user_agent_and_tls_in_api_and_report_and_survive_res
         assert report.returncode == 0 and 'Polycom/5.9 "VVX"' in report.stdout
     finally:
         again.stop()
+
+
+@pytest.mark.skipif(not helpers.have("baresip"), reason="needs baresip")
+def test_baresip_phone_shows_its_user_agent_and_tls(tmp_path: Path, pki: PKI) -> None:
+    from phones import BaresipPhone, rtp_range
+
+    from helpers import free_port_block
+
+    proc, sips, api, tokens = _start(tmp_path, pki)
+    phone = BaresipPhone(tmp_path / "baresip", "1001", PASSWORD, pbx_port=sips, ca=pki.ca,
+                         sip_port=free_port_block(6), tone=440.0, rtp_ports=rtp_range())
+    try:
+        phone.start()
+        phone.wait_for(r"\{0/TLS/v4\} 200 OK")
+        status, _h, body = _https(api, "/api/v1/registrations", pki.ca, token=tokens["viewer"])
+        [reg] = json.loads(body)["items"]
+        assert status == 200 and reg["aor"] == "1001" and reg["transport"] == "tls"
+        assert reg["user_agent"].startswith("baresip v"), reg
+        assert reg["tls_version"] == "TLSv1.3" and reg["tls_cipher"].startswith("TLS_")
+        report = _tls_report(proc)
+        row = next(line for line in report.stdout.splitlines() if line.startswith("baresip v"))
+        assert "TLSv1.3" in row and row.rstrip().endswith("1001")
+    finally:
+        phone.stop()
+        proc.stop()
+
+
+def test_bad_handshake_pushes_are_refused_and_the_pbx_keeps_serving(tmp_path: Path, pki: PKI) -> None:
+    from warden.control import ControlClient, ControlError
+    from warden.control.location import control_path
+
+    proc, sips, api, _tokens = _start(tmp_path, pki)
+    try:
+        client = ControlClient(control_path(config.load(proc.config, check_files=False)))
+        good = {"transport": "tls", "version": "TLSv1.3", "cipher": "TLS_AES_128_GCM_SHA256", "count": 2}
+        for bad in ({"listener": "sips", "handshakes": [good]},  # only the API pushes
+                    {"listener": "api", "handshakes": [{**good, "count": -1}]},
+                    {"listener": "api", "handshakes": [{**good, "count": True}]},
+                    {"listener": "api", "handshakes": [{**good, "cipher": "x" * 201}]},
+                    {"listener": "api", "failures": [{"transport": "tls", "count": 1}]},
+                    {"listener": "api", "deprecated": "TLSv1.1"},
+                    {"listener": "api", "handshakes": [good] * 201}):
+            with pytest.raises(ControlError) as err:
+                client.call("tls.record", **bad)
+            assert err.value.status == 400
+        assert client.call("tls.record", listener="api", handshakes=[good]) == {"recorded": 2}
+        fams = _scrape(api, pki.ca)
+        assert fams["warden_tls_handshakes_total"].get(
+            listener="api", outcome="success", version="TLSv1.3", cipher="TLS_AES_128_GCM_SHA256") == 2
+        assert handshake(client_context(pki.ca), ("127.0.0.1", sips), echo=False).ok
+        client.close()
+    finally:
+        proc.stop()
+
+
+def test_reporter_keeps_counts_while_the_pbx_is_down_and_delivers_them_later(tmp_path: Path) -> None:
+    from warden.api.handshake_counts import HandshakeReporter
+    from warden.control import ControlServer
+
+    path = tmp_path / "warden.sock"
+    reporter = HandshakeReporter(path, "api", timeout=1.0)
+    reporter.success("TLSv1.3", "TLS_AES_256_GCM_SHA384")
+    reporter.failure("protocol too old")
+    reporter.deprecated("TLSv1.1")
+    assert reporter.flush() is False  # no PBX: kept
+    reporter.success("TLSv1.3", "TLS_AES_256_GCM_SHA384")
+    received: list[dict[str, Any]] = []
+    server = ControlServer(path)
+    server.register("tls.record", lambda args: received.append(args) or {"recorded": 1})
+    server.start()
+    try:
+        reporter.start()
+        reporter.failure("not TLS")
+
+        def totals() -> dict[tuple[str, ...], int]:
+            out: dict[tuple[str, ...], int] = {}
+            for push in list(received):
+                assert push["listener"] == "api"
+                for kind in ("handshakes", "failures", "deprecated"):
+                    for item in push[kind]:
+                        key = (kind, *(str(v) for k, v in sorted(item.items()) if k != "count"))
+                        out[key] = out.get(key, 0) + item["count"]
+            return out
+
+        want = {("handshakes", "TLS_AES_256_GCM_SHA384", "tls", "TLSv1.3"): 2,
+                ("failures", "protocol too old", "tls"): 1, ("failures", "not TLS", "tls"): 1,
+                ("deprecated", "tls", "TLSv1.1"): 1}
+        _wait(lambda: totals() == want, "every count kept while the PBX was down arrives, once")
+        time.sleep(0.3)
+        assert totals() == want  # and nothing twice
+        assert reporter.flush() is True  # nothing left
+    finally:
+        reporter.stop()
+        server.stop()

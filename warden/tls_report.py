@@ -15,6 +15,11 @@ from typing import Any
 __all__ = ["build", "render", "table"]
 
 _MAX_EXTENSIONS = 6
+_MAX_USER_AGENT = 60
+
+
+def _clip(text: str, limit: int = _MAX_USER_AGENT) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _count(value: Any) -> int:
@@ -81,7 +86,7 @@ def render(report: dict[str, list[dict[str, Any]]]) -> str:
     for p in report["phones"]:
         shown = p["extensions"][:_MAX_EXTENSIONS]
         more = len(p["extensions"]) - len(shown)
-        rows.append((p["user_agent"], p["transport"], p["version"], p["cipher"], str(p["count"]),
+        rows.append((_clip(p["user_agent"]), p["transport"], p["version"], p["cipher"], str(p["count"]),
                      ",".join(shown) + (f",+{more}" if more > 0 else "")))
     lines += table(("USER-AGENT", "TRANSPORT", "VERSION", "CIPHER", "PHONES", "EXTENSIONS"), rows, ("PHONES",)) if rows \
         else ["  (no registered phones)"]

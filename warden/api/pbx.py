@@ -20,7 +20,16 @@ Operations the API calls, and the results it expects (JSON):
 ``tls.stats``
     ``{listener_name: {"handshakes": [{"transport", "version", "cipher",
     "count"}], "failures": [{"transport", "reason", "count"}],
-    "open_connections": int}}``.
+    "deprecated": [{"transport", "version", "count"}],
+    "open_connections": int | null}}`` (``api`` included: see ``tls.record``).
+``tls.record`` (args ``{"listener": "api", "handshakes": [...],
+"failures": [...], "deprecated": [...]}``, increments in ``tls.stats``'s shape)
+    adds an API worker's handshake counts to the PBX's totals
+    (:mod:`warden.api.handshake_counts`); ``{"recorded": n}``.
+``metrics``
+    ``{"uptime": s, "tls": tls.stats without ``tcp``, "certificates":
+    [{"listener", "subject", "not_after", "expires_in_seconds", "level"}],
+    "registrations": {transport: n}, "calls": n, "sip": sip.stats}``.
 ``reload``
     ``{"reloaded": bool, ...}``.
 """
