@@ -95,6 +95,24 @@ def test_exposition_escapes_and_parses_back_strictly() -> None:
             parse(bad)
 
 
+def test_trusted_addresses_for_metrics_without_a_token(tmp_path: Path) -> None:
+    from warden.api.auth import trusted_address
+    from warden.errors import ConfigError
+
+    default = config.Config().api.metrics_without_token
+    assert default == ("127.0.0.0/8", "::1/128")
+    assert trusted_address("127.0.0.2", default) and trusted_address("::1", default)
+    assert trusted_address("::ffff:127.0.0.1", default)  # a dual-stack listener's view of IPv4 loopback
+    assert not trusted_address("192.0.2.7", default) and not trusted_address("::ffff:192.0.2.7", default)
+    assert not trusted_address("127.0.0.2", ("127.0.0.1/32",))
+    assert not trusted_address("127.0.0.1", ()) and not trusted_address(None, default)
+    assert not trusted_address("not-an-address", default)
+    bad = tmp_path / "bad.yml"
+    bad.write_text("api:\n  metrics_without_token: [127.0.0.1, banana]\n")
+    with pytest.raises(ConfigError, match="api.metrics_without_token.*banana"):
+        config.load(bad, check_files=False)
+
+
 # --- against a real warden-pbx run -------------------------------------------------------------------
 
 

@@ -19,7 +19,6 @@ do better.
 
 from __future__ import annotations
 
-import socket
 import ssl
 
 __all__ = [
@@ -28,7 +27,6 @@ __all__ = [
     "HELLO_PEEK_BYTES",
     "classify_handshake_error",
     "hello_version",
-    "peek_hello_version",
 ]
 
 #: Versions whose use (or attempt) is logged at WARNING and counted.
@@ -95,15 +93,3 @@ def hello_version(data: bytes) -> str | None:
         return None
     return _VERSIONS.get((data[9] << 8) | data[10])
 
-
-def peek_hello_version(sock: socket.socket, *, wait: bool = False) -> str | None:
-    """:func:`hello_version` of what is waiting on ``sock`` (an ``SSLSocket`` too), consuming nothing.
-
-    ``wait=False`` never blocks; ``wait=True`` blocks as the socket's timeout allows.
-    """
-    flags = socket.MSG_PEEK | (0 if wait else socket.MSG_DONTWAIT)
-    try:
-        data = socket.socket.recv(sock, HELLO_PEEK_BYTES, flags)
-    except (BlockingIOError, InterruptedError, OSError):
-        return None
-    return hello_version(data)

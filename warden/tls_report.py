@@ -88,6 +88,6 @@ def render(report: dict[str, list[dict[str, Any]]]) -> str:
         more = len(p["extensions"]) - len(shown)
         rows.append((_clip(p["user_agent"]), p["transport"], p["version"], p["cipher"], str(p["count"]),
                      ",".join(shown) + (f",+{more}" if more > 0 else "")))
-    lines += table(("USER-AGENT", "TRANSPORT", "VERSION", "CIPHER", "PHONES", "EXTENSIONS"), rows, ("PHONES",)) if rows \
-        else ["  (no registered phones)"]
+    header = ("USER-AGENT", "TRANSPORT", "VERSION", "CIPHER", "PHONES", "EXTENSIONS")
+    lines += table(header, rows, ("PHONES",)) if rows else ["  (no registered phones)"]
     return "\n".join(lines)

@@ -42,7 +42,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from warden.handshakes import CLOSED_BEFORE_HELLO, DEPRECATED_VERSIONS, HELLO_PEEK_BYTES, classify_handshake_error, hello_version
+from warden.handshakes import (
+    CLOSED_BEFORE_HELLO,
+    DEPRECATED_VERSIONS,
+    HELLO_PEEK_BYTES,
+    classify_handshake_error,
+    hello_version,
+)
 
 from . import handshake_counts
 

@@ -21,7 +21,8 @@ __all__ = ["MAX_KEYS", "HandshakeStats", "classify_handshake_error"]
 MAX_KEYS = 500
 
 
-def _bump(counter: "collections.Counter[tuple[str, ...]]", key: tuple[str, ...], n: int, fallback: tuple[str, ...]) -> None:
+def _bump(counter: "collections.Counter[tuple[str, ...]]", key: tuple[str, ...], n: int,
+          fallback: tuple[str, ...]) -> None:
     if key not in counter and len(counter) >= MAX_KEYS:
         key = fallback
     counter[key] += n
