@@ -1,4 +1,8 @@
-"""``GET /api/v1/tls/stats``: TLS handshakes by version and cipher, failures by reason, per listener."""
+"""``GET /api/v1/tls/stats``: TLS handshakes by version and cipher, failures by reason, per listener.
+
+Listeners are the PBX's (``sips``, ``tcp``) and ``api``, whose counts the API
+workers push to the PBX; ``deprecated`` counts SSLv3/TLS 1.0/TLS 1.1 attempts.
+"""
 
 from __future__ import annotations
 
