@@ -218,11 +218,19 @@ class GuardedSSLSocket(_Deadline, ssl.SSLSocket):
             return call()
 
         result = super()._warden_read(first, eof)
-        if not self._warden_counted and self.version() is not None:
+        self._warden_count_success()
+        return result
+
+    def _warden_count_success(self) -> bool:
+        """Count a completed handshake once; False if it has not completed."""
+        version = self.version()
+        if version is None:
+            return False
+        if not self._warden_counted:
             self._warden_counted = True
             cipher = self.cipher()
-            handshake_counts.record_success(self.version() or "?", cipher[0] if cipher else "?")
-        return result
+            handshake_counts.record_success(version, cipher[0] if cipher else "?")
+        return True
 
     def _warden_peek_hello(self) -> str:
         """The version the ClientHello offers ("" if unknown); waits for it under the deadline."""
@@ -240,7 +248,9 @@ class GuardedSSLSocket(_Deadline, ssl.SSLSocket):
         return version
 
     def _warden_failed(self, exc: BaseException) -> None:
-        if self._warden_counted or self.version() is not None:
+        # gunicorn 20.1 handshakes inside the first recv: a client that completes the
+        # handshake and resets at once fails the read, yet its handshake succeeded.
+        if self._warden_counted or self._warden_count_success():
             return
         self._warden_counted = True
         reason = classify_handshake_error(exc)

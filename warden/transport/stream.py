@@ -216,8 +216,11 @@ class _IOWorker(threading.Thread):
     def _handshake(self, conn: Connection) -> None:
         sock = conn.sock
         assert isinstance(sock, ssl.SSLSocket)
-        if not conn._hello_peeked:
-            self._peek_hello(conn)
+        if not conn._hello_peeked and not self._peek_hello(conn):
+            # Nothing from the client yet: a server handshake cannot progress, and letting
+            # OpenSSL read first would race the peek (the hello could arrive in between).
+            self.selector.modify(sock, selectors.EVENT_READ, conn)
+            return
         try:
             sock.do_handshake()
         except ssl.SSLWantReadError:
@@ -243,18 +246,25 @@ class _IOWorker(threading.Thread):
         log.debug("TLS from %s: %s %s", _fmt(conn.peer), conn.tls_version, conn.cipher)
         self._established(conn)
 
-    def _peek_hello(self, conn: Connection) -> None:
-        """Note the version the ClientHello offers; count and warn when it is deprecated."""
+    def _peek_hello(self, conn: Connection) -> bool:
+        """Note the version the ClientHello offers; count and warn when it is deprecated.
+
+        False when nothing has arrived yet (peek again when readable).
+        """
         try:
             data = socket.socket.recv(conn.sock, HELLO_PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
         except OSError:
-            return  # nothing yet (or gone): the handshake call says which
+            conn._hello_peeked = True
+            return True  # gone: the handshake call says how
         conn._hello_peeked = True
         conn._hello_empty = not data
         conn.offered_version = version = hello_version(data)
         if version in DEPRECATED_VERSIONS:
             self.server.stats.deprecated_attempt(conn.transport, version)
             log.warning("deprecated-protocol attempt: %s from %s", version, _fmt(conn.peer))
+        return True
 
     def _established(self, conn: Connection) -> None:
         conn.established = True
