@@ -58,6 +58,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         from .tls import TLSManager
 
         TLSManager.from_config(cfg.security)
+        if cfg.security.enable_tls:
+            for listener in cfg.sip.tls_listeners:
+                TLSManager.for_listener(cfg, listener)
+        if cfg.api.enabled and cfg.api.ssl.enabled:
+            TLSManager.for_api(cfg)
     print("OK")
     return 0
 

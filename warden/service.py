@@ -1,8 +1,10 @@
 """The PBX process: builds every component from one Config and runs them.
 
 ``Service`` owns start-up order, reload and shutdown; it holds no protocol
-logic. Transports feed the one engine thread; every TLS listener gets its
-contexts from one ``TLSManager`` so SIPS and the API follow the same policy.
+logic. Transports feed the one engine thread; every SIPS listener (the main
+``sip.tls_port`` one, named ``sips``, and each ``sip.tls_listeners`` item) gets
+its contexts from its own ``TLSManager`` (its profile, certificates and client
+verification), asked per connection so a reload reaches new connections only.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import replace
+import ssl
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any
 
@@ -41,12 +44,38 @@ __all__ = ["Service"]
 log = logging.getLogger("warden.service")
 
 
+@dataclass(eq=False)
+class SIPSListener:
+    """One SIPS port: its name (telemetry label), TLS manager and server."""
+
+    name: str
+    port: int
+    tls: TLSManager
+    server: StreamServer | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """The current context: a reload may have replaced the manager."""
+        return self.tls.server_context()
+
+
+def _tls_managers(cfg: Config) -> dict[str, tuple[int, TLSManager]]:
+    """Every SIPS listener's port and manager by name; raises WardenError on the first bad one."""
+    out: dict[str, tuple[int, TLSManager]] = {}
+    if not cfg.security.enable_tls:
+        return out
+    if cfg.sip.tls_port:
+        out["sips"] = (cfg.sip.tls_port, TLSManager.from_config(cfg.security))
+    for item in cfg.sip.tls_listeners:
+        out[item.label] = (item.port, TLSManager.for_listener(cfg, item))
+    return out
+
+
 class Service:
     """Everything one ``warden-pbx run`` serves."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.tls: TLSManager | None = None
+        self.sips_listeners: dict[str, SIPSListener] = {}
         self.store: Store | None = None
         self.engine: Engine | None = None
         self.udp: UDPServer | None = None
@@ -59,14 +88,20 @@ class Service:
         self.started_at = time.time()
         self._stopping = threading.Event()
 
+    @property
+    def tls(self) -> TLSManager | None:
+        """The main SIPS listener's manager (None without one)."""
+        main = self.sips_listeners.get("sips")
+        return main.tls if main is not None else None
+
     def start(self) -> None:
         """Bind every listener or raise (OSError / WardenError) with a clear message."""
         cfg = self.config
         sip = cfg.sip
-        if cfg.security.enable_tls and sip.tls_port:
-            self.tls = TLSManager.from_config(cfg.security)
-            log.info("%s", self.tls.describe())
-            self.tls.log_expiry()
+        for name, (port, manager) in _tls_managers(cfg).items():
+            self.sips_listeners[name] = SIPSListener(name, port, manager)
+            log.info("%s", manager.describe())
+            manager.log_expiry()
         self.store = Store(cfg.store.path)
         limits = ParserLimits(max_message_size=sip.max_message_size)
         self.media = MediaPlane(cfg.media.rtp_port_min, cfg.media.rtp_port_max)
@@ -76,7 +111,10 @@ class Service:
         self.engine = engine = Engine(
             self.store, realm=sip.realm, limits=limits, advertised_address=sip.advertised_address,
             digest_algorithms=sip.digest_algorithms,
-            registrar_policy=RegistrarPolicy(require_tls=cfg.security.require_tls),
+            registrar_policy=RegistrarPolicy(
+                require_tls=cfg.security.require_tls,
+                client_cert_binds_extension=cfg.security.tls_client_cert_binds_extension,
+            ),
             media=self.media, conference=self.conference, media_timeout=cfg.media.media_timeout,
         )
         engine.start()
@@ -92,11 +130,15 @@ class Service:
                                     handshake_timeout=sip.tls_handshake_timeout)
             self.tcp.start()
             engine.listen_ports["tcp"] = self.tcp.addresses[0][1]
-        if self.tls is not None:
-            self.sips = StreamServer(listeners(sip.tls_port), handler, context_factory=self._tls_context,
-                                     handshake_timeout=sip.tls_handshake_timeout, name="sips")
-            self.sips.start()
-            engine.listen_ports["tls"] = self.sips.addresses[0][1]
+        for lst in self.sips_listeners.values():
+            lst.server = StreamServer(listeners(lst.port), handler, context_factory=lst.context,
+                                      handshake_timeout=sip.tls_handshake_timeout, name=lst.name)
+            lst.server.start()
+            if lst.name == "sips":
+                self.sips = lst.server
+                engine.listen_ports["tls"] = self.sips.addresses[0][1]
+            else:
+                engine.listen_ports.setdefault("tls", lst.server.addresses[0][1])
         self.control = ControlServer(control_path(cfg))
         self._register_control_ops(self.control)
         self.control.start()
@@ -105,11 +147,6 @@ class Service:
             # reaches the PBX only through the control socket, so either side restarts alone
             self.api = APISupervisor(cfg.source, cfg)
             self.api.start()
-
-    def _tls_context(self) -> Any:
-        """The current server context: a reload may have replaced the manager."""
-        assert self.tls is not None
-        return self.tls.server_context()
 
     # -- control channel ----------------------------------------------------------------
 
@@ -125,15 +162,19 @@ class Service:
 
     def status(self) -> dict[str, Any]:
         listeners = []
-        for name, srv in (("udp", self.udp), ("tcp", self.tcp), ("tls", self.sips)):
+        servers = [("udp", "udp", self.udp), ("tcp", "tcp", self.tcp)]
+        servers += [("tls", lst.name, lst.server) for lst in self.sips_listeners.values()]
+        for transport, name, srv in servers:
             if srv is not None:
-                listeners += [{"transport": name, "address": host, "port": port} for host, port in srv.addresses]
+                listeners += [{"transport": transport, "name": name, "address": host, "port": port}
+                              for host, port in srv.addresses]
         return {
             "version": __version__,
             "pid": os.getpid(),
             "uptime": round(time.time() - self.started_at, 1),
             "listeners": listeners,
             "tls": self.tls.report() if self.tls is not None else None,
+            "tls_listeners": {name: lst.tls.report() for name, lst in self.sips_listeners.items()},
             "media": {
                 "implementation": self.media.implementation if self.media is not None else None,
                 "rtp_ports_in_use": self.media.pool.in_use * 2 if self.media is not None else 0,
@@ -154,9 +195,12 @@ class Service:
 
     def tls_stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name, srv in (("sips", self.sips), ("tcp", self.tcp)):
+        servers = [(lst.name, lst.server) for lst in self.sips_listeners.values()] + [("tcp", self.tcp)]
+        for name, srv in servers:
             if srv is not None:
                 out[name] = {**srv.stats.snapshot(), "open_connections": srv.open_connections}
+                if name in self.sips_listeners:
+                    out[name]["profile"] = self.sips_listeners[name].tls.policy.name
         return out
 
     def reload(self) -> dict[str, Any]:
@@ -179,17 +223,25 @@ class Service:
         old = self.config
         try:
             new = config_module.load(old.source)
-            tls = TLSManager.from_config(new.security) if new.security.enable_tls and new.sip.tls_port else None
+            managers = _tls_managers(new)
         except WardenError as exc:
             log.error("reload refused, keeping the running configuration: %s", str(exc).replace("\n", "; "))
             return {"reloaded": False, "error": str(exc)}
-        if tls is not None and self.tls is not None:
-            self.tls = tls  # listeners ask for the context per connection: new ones get it
-            log.info("%s", tls.describe())
-            tls.log_expiry()
+        # listeners ask for the context per connection: new ones get the new one, open ones keep theirs
+        for name, lst in self.sips_listeners.items():
+            if name in managers:
+                lst.tls = managers[name][1]
+                log.info("%s", lst.tls.describe())
+                lst.tls.log_expiry()
+        added = sorted(set(managers) - set(self.sips_listeners))
+        removed = sorted(set(self.sips_listeners) - set(managers))
+        moved = sorted(n for n, lst in self.sips_listeners.items() if n in managers and managers[n][0] != lst.port)
         restart = [key for key, a, b in (
             ("sip listeners", (old.sip.listen, old.sip.udp_port, old.sip.tcp_port, old.sip.tls_port),
              (new.sip.listen, new.sip.udp_port, new.sip.tcp_port, new.sip.tls_port)),
+            (f"SIPS listeners added ({', '.join(added)})", (), tuple(added)),
+            (f"SIPS listeners removed ({', '.join(removed)})", (), tuple(removed)),
+            (f"SIPS listener ports ({', '.join(moved)})", (), tuple(moved)),
             ("sip.realm", old.sip.realm, new.sip.realm),
             ("api", (old.api.enabled, old.api.bind, old.api.port), (new.api.enabled, new.api.bind, new.api.port)),
             ("store.path", old.store.path, new.store.path),
@@ -202,7 +254,10 @@ class Service:
         if engine is not None:
             def apply() -> None:
                 engine.auth.algorithms = new.sip.digest_algorithms
-                engine.registrar.policy = replace(engine.registrar.policy, require_tls=new.security.require_tls)
+                engine.registrar.policy = replace(
+                    engine.registrar.policy, require_tls=new.security.require_tls,
+                    client_cert_binds_extension=new.security.tls_client_cert_binds_extension,
+                )
                 engine.b2bua.media_timeout = new.media.media_timeout
             engine.submit(apply)
         if self.conference is not None:
@@ -212,7 +267,7 @@ class Service:
         self.config = replace(
             new,
             sip=replace(new.sip, listen=old.sip.listen, udp_port=old.sip.udp_port, tcp_port=old.sip.tcp_port,
-                        tls_port=old.sip.tls_port, realm=old.sip.realm),
+                        tls_port=old.sip.tls_port, realm=old.sip.realm, tls_listeners=old.sip.tls_listeners),
             api=old.api, store=old.store,
             media=replace(new.media, rtp_port_min=old.media.rtp_port_min, rtp_port_max=old.media.rtp_port_max),
         )
@@ -234,6 +289,13 @@ class Service:
                 except Exception:
                     log.exception("stopping %s failed", name)
                 setattr(self, name, None)
+        for lst in self.sips_listeners.values():
+            if lst.server is not None and lst.name != "sips":
+                try:
+                    lst.server.stop()
+                except Exception:
+                    log.exception("stopping %s failed", lst.name)
+            lst.server = None
         if self.engine is not None:
             self.engine.stop()
             self.engine = None

@@ -25,11 +25,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from .telemetry import HandshakeStats, classify_handshake_error
+from .telemetry import DEPRECATED_PROTOCOL, HandshakeStats, classify_handshake_error
 
-__all__ = ["Connection", "StreamHandler", "StreamServer", "Listener"]
+__all__ = ["Connection", "StreamHandler", "StreamServer", "Listener", "certificate_names"]
 
 log = logging.getLogger("warden.transport.stream")
 
@@ -71,6 +71,11 @@ class Connection:
     id: int = field(default_factory=lambda: next(_ids))
     tls_version: str | None = None
     cipher: str | None = None
+    listener: str = ""
+    """Name of the server that accepted it (``sips``, ``sips-5063``...)."""
+    peer_cert_names: tuple[str, ...] | None = None
+    """Identities in the peer's verified client certificate (CN, ``sip:`` URI
+    users, DNS names); None when the peer presented none."""
     opened_at: float = field(default_factory=time.monotonic)
     last_activity: float = field(default_factory=time.monotonic)
     established: bool = False
@@ -222,13 +227,19 @@ class _IOWorker(threading.Thread):
         except (ssl.SSLError, OSError) as exc:
             reason = classify_handshake_error(exc)
             self.server.stats.failed("tls", reason)
-            level = logging.WARNING if reason == "protocol too old" else logging.INFO
-            log.log(level, "TLS handshake from %s failed: %s (%s)", _fmt(conn.peer), reason, _detail(exc))
+            if reason == DEPRECATED_PROTOCOL:
+                log.warning("TLS handshake on %s from %s failed: %s (deprecated-protocol attempt, %s)",
+                            self.server.name, _fmt(conn.peer), reason, _detail(exc))
+            else:
+                log.info("TLS handshake on %s from %s failed: %s (%s)", self.server.name, _fmt(conn.peer), reason,
+                         _detail(exc))
             self._close(conn, f"handshake failed: {reason}", notify=False)
             return
         conn.tls_version = sock.version()
         cipher = sock.cipher()
         conn.cipher = cipher[0] if cipher else None
+        peer_cert = sock.getpeercert()  # only ever a certificate that verified against the client CA
+        conn.peer_cert_names = certificate_names(peer_cert) if peer_cert else None
         self.server.stats.succeeded("tls", conn.tls_version or "?", conn.cipher or "?")
         log.debug("TLS from %s: %s %s", _fmt(conn.peer), conn.tls_version, conn.cipher)
         self._established(conn)
@@ -337,7 +348,7 @@ class StreamServer:
         self.handshake_timeout = handshake_timeout
         self.max_connections = max_connections
         self.name = name
-        self.stats = HandshakeStats()
+        self.stats = HandshakeStats(listener=name)
         self._sockets: list[socket.socket] = []
         self._workers = [_IOWorker(self, i) for i in range(io_threads)]
         self._next_worker = itertools.cycle(self._workers)
@@ -436,10 +447,27 @@ class StreamServer:
                 peer=(addr[0], addr[1]),
                 local=sock.getsockname()[:2],
                 transport=self.transport,
+                listener=self.name,
                 worker=worker,
                 handshake_deadline=time.monotonic() + self.handshake_timeout,
             )
             worker.adopt(conn)
+
+
+def certificate_names(cert: dict[str, Any]) -> tuple[str, ...]:
+    """The identities a client certificate claims, as ``getpeercert()`` gives them:
+    subject CNs, the user part of ``sip:``/``sips:`` URI SANs, DNS SANs."""
+    names: list[str] = []
+    for rdn in cert.get("subject", ()):
+        names += [value for key, value in rdn if key == "commonName"]
+    for kind, value in cert.get("subjectAltName", ()):
+        if kind == "URI" and value.lower().startswith(("sip:", "sips:")):
+            rest = value.split(":", 1)[1]
+            if "@" in rest:
+                names.append(rest.split("@", 1)[0].split(";", 1)[0])
+        elif kind == "DNS":
+            names.append(value)
+    return tuple(dict.fromkeys(n for n in names if n))
 
 
 def _bind(lst: Listener, kind: int) -> socket.socket:

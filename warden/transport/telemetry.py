@@ -11,7 +11,7 @@ import collections
 import ssl
 import threading
 
-__all__ = ["HandshakeStats", "classify_handshake_error"]
+__all__ = ["DEPRECATED_PROTOCOL", "HandshakeStats", "classify_handshake_error"]
 
 _REASONS = {
     "UNSUPPORTED_PROTOCOL": "protocol too old",
@@ -54,10 +54,16 @@ def classify_handshake_error(exc: BaseException) -> str:
     return "closed during handshake"
 
 
-class HandshakeStats:
-    """Thread-safe handshake counters by (transport, version, cipher) and reason."""
+DEPRECATED_PROTOCOL = "protocol too old"
+"""The reason of SSLv3/TLS 1.0/TLS 1.1 attempts, logged at WARNING as deprecated-protocol attempts."""
 
-    def __init__(self) -> None:
+
+class HandshakeStats:
+    """Thread-safe handshake counters by (transport, version, cipher) and reason,
+    of one listener (``listener``: ``sips``, ``sips-5063``, ``api``...)."""
+
+    def __init__(self, listener: str = "") -> None:
+        self.listener = listener
         self._lock = threading.Lock()
         self.ok: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.failures: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -75,7 +81,11 @@ class HandshakeStats:
         with self._lock:
             return {
                 "handshakes": [
-                    {"transport": t, "version": v, "cipher": c, "count": n} for (t, v, c), n in sorted(self.ok.items())
+                    {"listener": self.listener, "transport": t, "version": v, "cipher": c, "count": n}
+                    for (t, v, c), n in sorted(self.ok.items())
                 ],
-                "failures": [{"transport": t, "reason": r, "count": n} for (t, r), n in sorted(self.failures.items())],
+                "failures": [
+                    {"listener": self.listener, "transport": t, "reason": r, "count": n}
+                    for (t, r), n in sorted(self.failures.items())
+                ],
             }
