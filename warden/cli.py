@@ -335,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = cert.add_parser("generate", help="create a local CA and a server certificate signed by it")
     certtool.add_arguments(p)
     p.set_defaults(func=certtool.run)
+    p = cert.add_parser("client", help="create a phone's client certificate (mutual TLS) signed by the local CA")
+    certtool.add_client_arguments(p)
+    p.set_defaults(func=certtool.run_client)
     p = cert.add_parser("check", help="expiry of the configured certificates: exit 0 OK, 1 under 30 days, 2 under 7 "
                         "days, expired or unusable (a monitoring check)")
     p.set_defaults(func=cmd_cert_check)

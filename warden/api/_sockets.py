@@ -37,6 +37,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from warden import _libssl
+
 __all__ = [
     "PICKUP_GRACE",
     "REQUEST_TIMEOUT",
@@ -57,6 +59,10 @@ REQUEST_TIMEOUT = 5.0
 PICKUP_GRACE = 0.5
 #: Seconds one send of a response may block on a client that does not read.
 SEND_TIMEOUT = 10.0
+
+
+# OpenSSL's reasons for an SSLv3/TLS 1.0/TLS 1.1 ClientHello (as warden.transport.telemetry maps them)
+_OLD_PROTOCOL = frozenset({"UNSUPPORTED_PROTOCOL", "UNKNOWN_PROTOCOL", "VERSION_TOO_LOW", "TLSV1_ALERT_PROTOCOL_VERSION"})
 
 
 def _peer(sock: socket.socket) -> str:
@@ -110,7 +116,12 @@ class _Deadline:
             self._warden_dead = True
             return eof
         except ssl.SSLError as exc:
-            self._warden_expire(f"TLS error: {exc.reason or exc}")
+            if exc.reason in _OLD_PROTOCOL and _libssl.client_version(self) != 0x0303:  # type: ignore[arg-type]
+                self._warden_dead = True
+                log.warning("TLS handshake on api from %s failed: protocol too old (deprecated-protocol attempt, %s)",
+                            _peer(self), exc.reason)  # type: ignore[arg-type]
+            else:
+                self._warden_expire(f"TLS error: {exc.reason or exc}")
             return eof
         finally:
             self._warden_settimeout(current)

@@ -27,13 +27,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .telemetry import DEPRECATED_PROTOCOL, HandshakeStats, classify_handshake_error
+from .. import _libssl
+from .telemetry import DEPRECATED_PROTOCOL, TLS12_REFUSED, HandshakeStats, classify_handshake_error
 
 __all__ = ["Connection", "StreamHandler", "StreamServer", "Listener", "certificate_names"]
 
 log = logging.getLogger("warden.transport.stream")
 
 _READ_SIZE = 65536
+_TLS1_2 = 0x0303
 _MAX_OUTPUT = 1 << 20  # bytes queued to a peer that does not read before we cut it off
 
 
@@ -226,6 +228,8 @@ class _IOWorker(threading.Thread):
             return
         except (ssl.SSLError, OSError) as exc:
             reason = classify_handshake_error(exc)
+            if reason == DEPRECATED_PROTOCOL and _libssl.client_version(sock) == _TLS1_2:
+                reason = TLS12_REFUSED  # a TLS 1.2 client at a TLS 1.3-only (modern) listener: not deprecated
             self.server.stats.failed("tls", reason)
             if reason == DEPRECATED_PROTOCOL:
                 log.warning("TLS handshake on %s from %s failed: %s (deprecated-protocol attempt, %s)",

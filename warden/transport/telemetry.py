@@ -11,7 +11,7 @@ import collections
 import ssl
 import threading
 
-__all__ = ["DEPRECATED_PROTOCOL", "HandshakeStats", "classify_handshake_error"]
+__all__ = ["DEPRECATED_PROTOCOL", "TLS12_REFUSED", "HandshakeStats", "classify_handshake_error"]
 
 _REASONS = {
     "UNSUPPORTED_PROTOCOL": "protocol too old",
@@ -56,6 +56,8 @@ def classify_handshake_error(exc: BaseException) -> str:
 
 DEPRECATED_PROTOCOL = "protocol too old"
 """The reason of SSLv3/TLS 1.0/TLS 1.1 attempts, logged at WARNING as deprecated-protocol attempts."""
+TLS12_REFUSED = "TLS 1.2 refused (listener is TLS 1.3 only)"
+"""A TLS 1.2 client at a ``modern`` listener: refused, but not a deprecated protocol."""
 
 
 class HandshakeStats:
