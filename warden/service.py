@@ -239,9 +239,9 @@ class Service:
         restart = [key for key, a, b in (
             ("sip listeners", (old.sip.listen, old.sip.udp_port, old.sip.tcp_port, old.sip.tls_port),
              (new.sip.listen, new.sip.udp_port, new.sip.tcp_port, new.sip.tls_port)),
-            (f"SIPS listeners added ({', '.join(added)})", (), tuple(added)),
-            (f"SIPS listeners removed ({', '.join(removed)})", (), tuple(removed)),
-            (f"SIPS listener ports ({', '.join(moved)})", (), tuple(moved)),
+            (f"sip.tls_listeners (added {', '.join(added)})", (), tuple(added)),
+            (f"sip.tls_listeners (removed {', '.join(removed)})", (), tuple(removed)),
+            (f"sip.tls_listeners (port of {', '.join(moved)})", (), tuple(moved)),
             ("sip.realm", old.sip.realm, new.sip.realm),
             ("api", (old.api.enabled, old.api.bind, old.api.port), (new.api.enabled, new.api.bind, new.api.port)),
             ("store.path", old.store.path, new.store.path),
