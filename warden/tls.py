@@ -58,8 +58,8 @@ _FIPS_SIGALGS = ":".join(
 _FIPS_CURVES = {"secp256r1", "secp384r1"}
 # ECDHE with AEAD only: forward secrecy and no CBC (Mozilla "intermediate" minus DHE).
 _ECDHE_AEAD = ":".join([
-    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
     "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
     "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
 ])
 # What older Yealink/Polycom/Avaya firmware offers: CBC with SHA-1/SHA-256 MACs,
