@@ -341,3 +341,13 @@ def test_client_certificates_required_and_bound_to_the_extension(pki: PKI, pbx_f
             assert phone.register(expect=status).status == status
         finally:
             phone.close()
+
+
+def test_certificate_names_from_getpeercert() -> None:
+    from warden.transport.stream import certificate_names
+
+    cert = {"subject": ((("organizationName", "Acme"),), (("commonName", "1001"),)),
+            "subjectAltName": (("URI", "sip:1001@pbx.example"), ("URI", "sips:2001@pbx.example;x=1"),
+                               ("URI", "https://example.com/"), ("URI", "sip:pbx.example"), ("DNS", "phone1"))}
+    assert certificate_names(cert) == ("1001", "2001", "phone1")
+    assert certificate_names({}) == ()

@@ -527,7 +527,8 @@ class TLSManager:
             "minimum_version": "TLSv1.3" if self.policy.minimum_version is ssl.TLSVersion.TLSv1_3 else "TLSv1.2",
             "maximum_version": "TLSv1.3" if ssl.HAS_TLSv1_3 else "TLSv1.2",
             "tls12_ciphers": [] if self.policy.minimum_version is ssl.TLSVersion.TLSv1_3
-            else [c["name"] for c in ciphers if c["protocol"] == "TLSv1.2"],
+            # CBC-SHA suites are labelled SSLv3/TLSv1.0 (their first version); they run in TLS 1.2 only here
+            else [c["name"] for c in ciphers if c["protocol"] != "TLSv1.3"],
             "tls13_suites": [c["name"] for c in ciphers if c["protocol"] == "TLSv1.3"],
             "tls13_restricted": self.tls13_restricted,
             "groups": self.policy.groups.split(":"),
