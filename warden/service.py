@@ -24,7 +24,7 @@ from . import __version__
 from . import config as config_module
 from .config import Config
 from .api.supervisor import APISupervisor
-from .control import ControlServer
+from .control import ControlError, ControlServer
 from .control.location import control_path
 from .core.registrar import RegistrarPolicy
 from .engine import Engine
@@ -35,7 +35,8 @@ from .sdnotify import notify
 from .sip.message import ParserLimits
 from .store import Store
 from .tls import TLSManager
-from .transport import Listener, StreamServer
+from .transport import HandshakeStats, Listener, StreamServer
+from .transport.telemetry import describe_failure
 from .transport.sip_stream import SIPStreamHandler
 from .transport.udp import UDPServer
 
@@ -87,6 +88,8 @@ class Service:
         self.conference: ConferenceBridge | None = None
         self.started_at = time.time()
         self._stopping = threading.Event()
+        self._api_reports: dict[int, dict[str, Any]] = {}
+        self._api_lock = threading.Lock()
 
     @property
     def tls(self) -> TLSManager | None:
@@ -159,6 +162,7 @@ class Service:
         server.register("tls.stats", lambda args: self.tls_stats())
         server.register("sip.stats", lambda args: engine.submit(engine.counters.snapshot))
         server.register("reload", lambda args: self.reload())
+        server.register("tls.api_report", self._api_handshakes_report)
 
     def status(self) -> dict[str, Any]:
         listeners = []
@@ -201,7 +205,41 @@ class Service:
                 out[name] = {**srv.stats.snapshot(), "open_connections": srv.open_connections}
                 if name in self.sips_listeners:
                     out[name]["profile"] = self.sips_listeners[name].tls.policy.name
+        api = self._api_stats()
+        if api is not None:
+            out["api"] = {**api, "profile": "fips" if self.config.security.fips_mode else self.config.api.ssl.profile}
         return out
+
+    def _api_handshakes_report(self, args: dict[str, Any]) -> dict[str, Any]:
+        """An API worker's cumulative handshake counts (``warden.api._handshakes``)."""
+        pid = args.get("pid")
+        ok, failed = args.get("ok"), args.get("failed")
+        if not isinstance(pid, int) or not isinstance(ok, list) or not isinstance(failed, list):
+            raise ControlError("tls.api_report needs pid, ok and failed")
+        with self._api_lock:
+            self._api_reports[pid] = {"ok": ok, "failed": failed}
+            if len(self._api_reports) > 256:  # workers come and go with reloads: keep the counts, bound the table
+                oldest = next(iter(self._api_reports))
+                merged = self._api_reports.pop(oldest)
+                self._api_reports.setdefault(0, {"ok": [], "failed": []})
+                self._api_reports[0]["ok"] += merged["ok"]
+                self._api_reports[0]["failed"] += merged["failed"]
+        return {"stored": True}
+
+    def _api_stats(self) -> dict[str, Any] | None:
+        with self._api_lock:
+            reports = list(self._api_reports.values())
+        if not reports:
+            return None
+        stats = HandshakeStats(listener="api")
+        for report in reports:
+            for item in report["ok"]:
+                if isinstance(item, list) and len(item) == 3 and isinstance(item[2], int):
+                    stats.ok[("tls", str(item[0]), str(item[1]))] += item[2]
+            for item in report["failed"]:
+                if isinstance(item, list) and len(item) == 2 and isinstance(item[1], int):
+                    stats.failures[("tls", describe_failure(str(item[0])))] += item[1]
+        return stats.snapshot()
 
     def reload(self) -> dict[str, Any]:
         """Re-read the config file and the certificates (SIGHUP, ``systemctl reload``).

@@ -39,6 +39,8 @@ from typing import Any
 
 from warden import _libssl
 
+from ._handshakes import HANDSHAKES
+
 __all__ = [
     "PICKUP_GRACE",
     "REQUEST_TIMEOUT",
@@ -190,13 +192,34 @@ class GuardedSSLSocket(_Deadline, ssl.SSLSocket):
         return self
 
     def do_handshake(self, block: bool = False) -> None:
+        error: list[BaseException] = []
+
         def handshake() -> None:
-            ssl.SSLSocket.do_handshake(self, block)
+            try:
+                ssl.SSLSocket.do_handshake(self, block)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise
+            except (ssl.SSLError, OSError) as exc:
+                error.append(exc)
+                raise
 
         sentinel = object()
         if self._warden_read(handshake, sentinel) is sentinel:
+            HANDSHAKES.failed(self._warden_failure(error[0] if error else None))
             # gunicorn closes quietly on ENOTCONN (a peer that went away).
             raise OSError(errno.ENOTCONN, "TLS handshake failed or timed out")
+        cipher = self.cipher()
+        HANDSHAKES.succeeded(self.version() or "?", cipher[0] if cipher else "?")
+
+    def _warden_failure(self, exc: BaseException | None) -> str:
+        """The code sent to the PBX for a failed handshake."""
+        if exc is None:
+            return "timeout" if self._warden_dead else "eof"
+        if isinstance(exc, ssl.SSLError) and exc.reason and not isinstance(exc, ssl.SSLEOFError):
+            if exc.reason in _OLD_PROTOCOL and _libssl.client_version(self) == 0x0303:
+                return "TLS12_REFUSED"
+            return str(exc.reason)
+        return "eof"
 
     def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
         return self._warden_read(lambda: ssl.SSLSocket.recv(self, buflen, flags), b"")  # type: ignore[no-any-return]

@@ -41,6 +41,7 @@ from warden import config as _config
 from warden.errors import WardenError
 
 from ._gunicorn import install_gunicorn20_tls, install_problem_errors
+from ._handshakes import start_reporter
 from ._sockets import guard_context, guard_listeners
 
 
@@ -128,12 +129,19 @@ def on_starting(server: Any) -> None:
 
 
 def on_reload(server: Any) -> None:
-    """SIGHUP: re-read the API certificate before new workers start (a bad file keeps the old)."""
+    """SIGHUP: re-read the config's API certificate and profile before new workers
+    start (a bad file or config keeps the current ones)."""
+    global _tls
     if _tls is not None:
         try:
-            _tls.reload()
+            from warden.tls import TLSManager
+
+            cfg = _config.load(check_files=False)
+            _tls = TLSManager.for_api(cfg) if cfg.api.ssl.enabled else _tls
+            server.log.info("%s", _tls.describe())
         except WardenError as exc:
-            server.log.error("API certificate reload rejected, keeping the current one: %s", exc)
+            server.log.error("API TLS reload rejected, keeping the current certificate and profile: %s",
+                             str(exc).replace("\n", "; "))
 
 
 def post_worker_init(worker: Any) -> None:
@@ -141,6 +149,10 @@ def post_worker_init(worker: Any) -> None:
     _route_warden_logs(worker.log)
     install_problem_errors()
     guard_listeners(worker.sockets)
+    if _tls is not None:
+        from .pbx import control_path
+
+        start_reporter(control_path(_cfg))  # handshake counters into the PBX's tls.stats
     if _tls is not None:
         patched = install_gunicorn20_tls(_context)
         if patched:

@@ -11,7 +11,7 @@ import collections
 import ssl
 import threading
 
-__all__ = ["DEPRECATED_PROTOCOL", "TLS12_REFUSED", "HandshakeStats", "classify_handshake_error"]
+__all__ = ["DEPRECATED_PROTOCOL", "TLS12_REFUSED", "HandshakeStats", "classify_handshake_error", "describe_failure"]
 
 _REASONS = {
     "UNSUPPORTED_PROTOCOL": "protocol too old",
@@ -36,6 +36,18 @@ _REASONS = {
     "PEER_DID_NOT_RETURN_A_CERTIFICATE": "client certificate missing",
     "CERTIFICATE_VERIFY_FAILED": "bad client certificate",
 }
+
+
+def describe_failure(code: str) -> str:
+    """The reason for an OpenSSL reason code (``UNSUPPORTED_PROTOCOL``) or one of
+    ``timeout``, ``eof``, ``TLS12_REFUSED``, as processes other than this one
+    (the API's workers) report them."""
+    special = {"timeout": "timeout", "eof": "closed during handshake", "TLS12_REFUSED": TLS12_REFUSED}
+    if code in special:
+        return special[code]
+    if code in _REASONS:
+        return _REASONS[code]
+    return "closed during handshake" if "EOF" in code else f"TLS error ({code.lower() or 'unknown'})"
 
 
 def classify_handshake_error(exc: BaseException) -> str:
