@@ -137,6 +137,10 @@ def test_each_listener_negotiates_its_profile(profiles_pbx: Any, pki: PKI, tmp_p
     assert failures(stats, "modern-only")["TLS 1.2 refused (listener is TLS 1.3 only)"] == 1  # not a deprecated one
     assert failures(stats, "sips")["no shared cipher"] >= 1 and failures(stats, "api")["no shared cipher"] >= 1
     assert stats["api"]["profile"] == "intermediate"
+    assert connected(s_client(ports["api"], "-tls1_2", pki=pki)) == ("TLSv1.2", "ECDHE-RSA-AES256-GCM-SHA384")
+    stats = wait_for(lambda: (s := tls_stats(profiles_pbx)) and s["api"]["handshakes"] and s, timeout=10)
+    assert [(h["listener"], h["version"], h["cipher"]) for h in stats["api"]["handshakes"]] == [
+        ("api", "TLSv1.2", "ECDHE-RSA-AES256-GCM-SHA384")]
     legacy_ok = {(h["version"], h["cipher"]) for h in stats[legacy_name]["handshakes"]}
     assert ("TLSv1.2", "ECDHE-RSA-AES128-SHA") in legacy_ok and ("TLSv1.2", "AES256-SHA") in legacy_ok
     assert stats[legacy_name]["profile"] == "legacy-phones" and stats["modern-only"]["profile"] == "modern"

@@ -101,6 +101,7 @@ class _Deadline:
         remaining = max(self._warden_deadline, self._warden_picked + PICKUP_GRACE) - now
         if remaining <= 0:
             self._warden_expire(f"request not complete within {REQUEST_TIMEOUT:g} s")
+            self._warden_handshake_failed(None)
             return eof
         current = self.gettimeout()  # type: ignore[attr-defined]
         limit = remaining if current is None else min(current, remaining)
@@ -111,13 +112,16 @@ class _Deadline:
             if current is not None and current <= remaining:
                 raise  # the caller's own, shorter timeout
             self._warden_expire(f"request not complete within {REQUEST_TIMEOUT:g} s")
+            self._warden_handshake_failed(None)
             return eof
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             raise  # a non-blocking caller's business
-        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError) as exc:
             self._warden_dead = True
+            self._warden_handshake_failed(exc)
             return eof
         except ssl.SSLError as exc:
+            self._warden_handshake_failed(exc)
             if exc.reason in _OLD_PROTOCOL and _libssl.client_version(self) != 0x0303:  # type: ignore[arg-type]
                 self._warden_dead = True
                 log.warning("TLS handshake on api from %s failed: protocol too old (deprecated-protocol attempt, %s)",
@@ -127,6 +131,9 @@ class _Deadline:
             return eof
         finally:
             self._warden_settimeout(current)
+
+    def _warden_handshake_failed(self, exc: BaseException | None) -> None:
+        """Count a TLS handshake that failed (TLS sockets only; see GuardedSSLSocket)."""
 
     def _warden_settimeout(self, value: float | None) -> None:
         try:
@@ -205,11 +212,26 @@ class GuardedSSLSocket(_Deadline, ssl.SSLSocket):
 
         sentinel = object()
         if self._warden_read(handshake, sentinel) is sentinel:
-            HANDSHAKES.failed(self._warden_failure(error[0] if error else None))
+            self._warden_handshake_failed(error[0] if error else None)
             # gunicorn closes quietly on ENOTCONN (a peer that went away).
             raise OSError(errno.ENOTCONN, "TLS handshake failed or timed out")
-        cipher = self.cipher()
-        HANDSHAKES.succeeded(self.version() or "?", cipher[0] if cipher else "?")
+        self._warden_handshake_done()
+
+    # Counted once per connection, whether gunicorn calls do_handshake (21+) or
+    # the handshake happens inside the first recv (20.1's wrap_socket path).
+    _warden_counted: bool = False
+
+    def _warden_handshake_done(self) -> None:
+        if not self._warden_counted and self.version():
+            self._warden_counted = True
+            cipher = self.cipher()
+            HANDSHAKES.succeeded(self.version() or "?", cipher[0] if cipher else "?")
+
+    def _warden_handshake_failed(self, exc: BaseException | None) -> None:
+        if self._warden_counted or self.version():
+            return  # the handshake is done: a later error is the connection's, not the handshake's
+        self._warden_counted = True
+        HANDSHAKES.failed(self._warden_failure(exc))
 
     def _warden_failure(self, exc: BaseException | None) -> str:
         """The code sent to the PBX for a failed handshake."""
@@ -222,10 +244,16 @@ class GuardedSSLSocket(_Deadline, ssl.SSLSocket):
         return "eof"
 
     def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
-        return self._warden_read(lambda: ssl.SSLSocket.recv(self, buflen, flags), b"")  # type: ignore[no-any-return]
+        data = self._warden_read(lambda: ssl.SSLSocket.recv(self, buflen, flags), b"")
+        if not self._warden_counted:
+            self._warden_handshake_done()  # 20.1 shakes hands inside the first recv
+        return data  # type: ignore[no-any-return]
 
     def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
-        return self._warden_read(lambda: ssl.SSLSocket.recv_into(self, buffer, nbytes, flags), 0)  # type: ignore[arg-type, no-any-return]
+        n = self._warden_read(lambda: ssl.SSLSocket.recv_into(self, buffer, nbytes, flags), 0)  # type: ignore[arg-type]
+        if not self._warden_counted:
+            self._warden_handshake_done()
+        return n  # type: ignore[no-any-return]
 
     def send(self, data: Any, flags: int = 0) -> int:
         return self._warden_send(lambda: ssl.SSLSocket.send(self, data, flags))  # type: ignore[no-any-return]
