@@ -356,3 +356,40 @@ def test_certificate_names_from_getpeercert() -> None:
                                ("URI", "https://example.com/"), ("URI", "sip:pbx.example"), ("DNS", "phone1"))}
     assert certificate_names(cert) == ("1001", "2001", "phone1")
     assert certificate_names({}) == ()
+
+
+def test_a_resumed_session_keeps_the_client_certificate_identity(pki: PKI, tmp_path: Path) -> None:
+    """Resumption must not bypass the certificate binding: the identity comes with the session."""
+    from warden.tls import TLSManager
+    from warden.transport import Listener, StreamServer
+
+    class Names:
+        def on_open(self, conn: Any) -> None: ...
+
+        def on_data(self, conn: Any, data: bytes) -> None:
+            conn.send(repr(conn.peer_cert_names).encode())
+
+        def on_close(self, conn: Any, reason: str) -> None: ...
+
+    cert = make_client_cert(pki, tmp_path / "clients", "1001")
+    manager = TLSManager(pki.cert, pki.key, verify_client="optional", client_ca_file=pki.ca)
+    server = StreamServer([Listener(LO, 0)], Names(), context_factory=manager.server_context, name="mtls")
+    server.start()
+    try:
+        address = (LO, server.addresses[0][1])
+        ctx = ssl.create_default_context(cafile=str(pki.ca))
+        ctx.load_cert_chain(*cert)
+        session = None
+        for attempt in range(2):
+            with socket.create_connection(address, timeout=5) as raw, \
+                    ctx.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
+                tls.sendall(b"?")
+                assert tls.recv(100) == b"('1001',)"
+                assert tls.session_reused is (attempt == 1)
+                session = tls.session
+        plain = ssl.create_default_context(cafile=str(pki.ca))
+        with socket.create_connection(address, timeout=5) as raw, plain.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"?")
+            assert tls.recv(100) == b"None"
+    finally:
+        server.stop()

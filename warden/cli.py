@@ -72,7 +72,10 @@ def cmd_tls_show(args: argparse.Namespace) -> int:
     from .tls import TLSManager
 
     cfg = _load(args)
-    print(json.dumps(TLSManager.from_config(cfg.security).report(), indent=2))
+    report = TLSManager.from_config(cfg.security).report()
+    if cfg.sip.tls_listeners:
+        report["listeners"] = {item.label: TLSManager.for_listener(cfg, item).report() for item in cfg.sip.tls_listeners}
+    print(json.dumps(report, indent=2))
     return 0
 
 

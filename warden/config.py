@@ -539,7 +539,7 @@ def _cross_checks(cfg: Config, shown: str, lines: dict[str, int], check_files: b
 
     if cfg.security.enforce_fips and not cfg.security.fips_mode:
         at("security.enforce_fips", "needs security.fips_mode: true")
-    problems += _tls_checks(cfg, at, lines)
+    _tls_checks(cfg, at, lines)
     if cfg.media.rtp_port_min >= cfg.media.rtp_port_max:
         at("media.rtp_port_min", f"must be below media.rtp_port_max ({cfg.media.rtp_port_max})")
     if cfg.media.rtp_port_min % 2:
@@ -579,7 +579,7 @@ def _cross_checks(cfg: Config, shown: str, lines: dict[str, int], check_files: b
     return problems
 
 
-def _tls_checks(cfg: Config, at: Callable[[str, str], None], lines: dict[str, int]) -> list[str]:
+def _tls_checks(cfg: Config, at: Callable[[str, str], None], lines: dict[str, int]) -> None:
     """Profiles under fips_mode, listener ports and names, mTLS and dual-certificate pairs."""
     sec, sip = cfg.security, cfg.sip
     profiles = [("security.tls_profile", sec.tls_profile), ("api.ssl.profile", cfg.api.ssl.profile)]
@@ -615,7 +615,6 @@ def _tls_checks(cfg: Config, at: Callable[[str, str], None], lines: dict[str, in
         at("security.tls_ecdsa_cert_file", "and security.tls_ecdsa_key_file go together: set both or neither")
     if sec.tls_verify_client != "none" and not sec.tls_client_ca_file:
         at("security.tls_verify_client", "needs security.tls_client_ca_file: the CA phone certificates chain to")
-    return []
 
 
 def _is_loopback(address: str) -> bool:
