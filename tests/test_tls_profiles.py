@@ -393,3 +393,19 @@ def test_a_resumed_session_keeps_the_client_certificate_identity(pki: PKI, tmp_p
             assert tls.recv(100) == b"None"
     finally:
         server.stop()
+
+
+def test_a_listener_port_in_use_stops_start_with_its_address(pki: PKI, tmp_path: Path) -> None:
+    busy = socket.socket()
+    busy.bind((LO, 0))
+    busy.listen(1)
+    try:
+        port = busy.getsockname()[1]
+        config = tmp_path / "config.yml"
+        config.write_text(write_config(pki, tmp_path, tls=free_port(), listeners=f"[{{port: {port}, profile: modern}}]"))
+        result = run_pbx(config, "run")
+        assert result.returncode == 1, result
+        assert f"cannot bind 127.0.0.1:{port}" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        busy.close()

@@ -319,7 +319,7 @@ class Service:
 
     def stop(self) -> None:
         """Close listeners and connections, then the engine and the store."""
-        for name in ("api", "control", "sips", "tcp", "udp"):
+        for name in ("api", "control"):
             server = getattr(self, name)
             if server is not None:
                 try:
@@ -328,12 +328,21 @@ class Service:
                     log.exception("stopping %s failed", name)
                 setattr(self, name, None)
         for lst in self.sips_listeners.values():
-            if lst.server is not None and lst.name != "sips":
+            if lst.server is not None:
                 try:
                     lst.server.stop()
                 except Exception:
                     log.exception("stopping %s failed", lst.name)
             lst.server = None
+        self.sips = None
+        for name in ("tcp", "udp"):
+            server = getattr(self, name)
+            if server is not None:
+                try:
+                    server.stop()
+                except Exception:
+                    log.exception("stopping %s failed", name)
+                setattr(self, name, None)
         if self.engine is not None:
             self.engine.stop()
             self.engine = None
