@@ -409,3 +409,18 @@ def test_a_listener_port_in_use_stops_start_with_its_address(pki: PKI, tmp_path:
         assert "Traceback" not in result.stderr
     finally:
         busy.close()
+
+
+def test_sighup_applies_a_new_api_profile(pki: PKI, pbx_factory: Any, tmp_path: Path) -> None:
+    import signal
+
+    main, api = free_port(), free_port()
+    pbx = pbx_factory(write_config(pki, tmp_path, tls=main, api_port=api), [(LO, main), (LO, api)])
+    assert connected(s_client(api, "-tls1_2", pki=pki)) is not None
+    pbx.config.write_text(write_config(pki, tmp_path, tls=main, api_port=api, api_profile="modern"))
+    assert pbx.proc is not None
+    pbx.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "TLS on api: profile modern" in pbx.output(), timeout=15), pbx.output()[-3000:]
+    # the old workers finish gracefully; new connections get the new profile
+    assert wait_for(lambda: connected(s_client(api, "-tls1_2", pki=pki)) is None, timeout=15)
+    assert connected(s_client(api, "-tls1_3", pki=pki)) is not None
