@@ -613,6 +613,10 @@ def _tls_checks(cfg: Config, at: Callable[[str, str], None], lines: dict[str, in
             at(f"{key}.verify_client", "needs client_ca_file (or security.tls_client_ca_file): the CA phone certificates chain to")
     if bool(sec.tls_ecdsa_cert_file) != bool(sec.tls_ecdsa_key_file):
         at("security.tls_ecdsa_cert_file", "and security.tls_ecdsa_key_file go together: set both or neither")
+    verifying = [sec.tls_verify_client] + [lst.verify_client or sec.tls_verify_client for lst in sip.tls_listeners]
+    if sec.tls_client_cert_binds_extension and all(v == "none" for v in verifying):
+        at("security.tls_client_cert_binds_extension",
+           "needs client certificates: set security.tls_verify_client (or a listener's verify_client) to optional or required")
     if sec.tls_verify_client != "none" and not sec.tls_client_ca_file:
         at("security.tls_verify_client", "needs security.tls_client_ca_file: the CA phone certificates chain to")
 
