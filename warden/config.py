@@ -603,7 +603,7 @@ def _tls_checks(cfg: Config, at: Callable[[str, str], None], lines: dict[str, in
             at(f"{key}.port", f"{lst.port} is already {ports[lst.port]}")
         ports.setdefault(lst.port, f"{key}.port")
         if lst.label in names:
-            at(f"{key}.name" if lst.name else key, f"name '{lst.label}' is already used by {names[lst.label]}")
+            at(f"{key}.name" if lst.name else key, f"'{lst.label}' is already the name of {names[lst.label]}")
         names.setdefault(lst.label, key)
         if bool(lst.ecdsa_cert_file) != bool(lst.ecdsa_key_file):
             at(f"{key}.ecdsa_cert_file", "and ecdsa_key_file go together: set both or neither")
