@@ -193,6 +193,7 @@ api: {enabled: false}
     ("[{port: 5063, profile: paranoid}]", ":4: sip.tls_listeners[0].profile must be one of modern, intermediate,"
      " legacy-phones, fips, got 'paranoid'"),
     ("{port: 5063}", ":4: sip.tls_listeners must be a list of mappings"),
+    ("[{port: 5063, profile: modern, name: api}]", ":4: sip.tls_listeners[0].name 'api' is already the name of the admin API"),
 ])
 def test_tls_listener_mistakes_are_named(tmp_path: Path, listeners: str, message: str) -> None:
     path = write(tmp_path, f"\nsip:\n  tls_port: 5061\n  tls_listeners: {listeners}\n")

@@ -596,7 +596,8 @@ def _tls_checks(cfg: Config, at: Callable[[str, str], None], lines: dict[str, in
         if sip.tls_port in ports:
             at("sip.tls_port", f"{sip.tls_port} is already sip.tcp_port")
         ports[sip.tls_port] = "sip.tls_port"
-    names = {"sips": "the main SIPS listener (sip.tls_port)"}
+    names = {"sips": "the main SIPS listener (sip.tls_port)", "tcp": "the SIP TCP listener", "api": "the admin API",
+             "udp": "the SIP UDP listener"}
     for i, lst in enumerate(sip.tls_listeners):
         key = f"sip.tls_listeners[{i}]"
         if lst.port in ports:
