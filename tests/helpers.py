@@ -49,6 +49,26 @@ def make_pki(out_dir: Path, key_type: str = "rsa2048") -> PKI:
     return PKI(out_dir, files.ca_cert, files.server_cert, files.server_key)
 
 
+def same_ca_dir(pki: PKI, out_dir: Path) -> Path:
+    """``out_dir`` holding a copy of ``pki``'s CA (certificate and key), for certtool to sign more with."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("ca.crt", "ca.key"):
+        shutil.copy2(pki.dir / name, out_dir / name)
+    return out_dir
+
+
+def make_ecdsa_leaf(pki: PKI, out_dir: Path) -> tuple[Path, Path]:
+    """An ECDSA P-256 server certificate for the same names, signed by ``pki``'s (RSA) CA."""
+    files = certtool.generate(same_ca_dir(pki, out_dir), key_type="ecdsa-p256",
+                              sans=["localhost", "127.0.0.1", "::1"])
+    return files.server_cert, files.server_key
+
+
+def make_client_cert(pki: PKI, out_dir: Path, extension: str) -> tuple[Path, Path]:
+    """A phone's client certificate for ``extension`` (CN and sip: URI SAN) signed by ``pki``'s CA."""
+    return certtool.generate_client(same_ca_dir(pki, out_dir), extension, force=True)
+
+
 _HANDED_OUT: set[int] = set()
 
 

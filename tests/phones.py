@@ -21,6 +21,7 @@ import struct
 import subprocess
 import time
 import wave
+from dataclasses import dataclass
 from pathlib import Path
 
 from warden.sip.auth import answer_challenge, format_credentials, parse_challenge
@@ -28,7 +29,7 @@ from warden.sip.framing import MessageReceived, StreamFramer
 from warden.sip.message import Request, Response, make_response, parse_message
 from warden.sip.transaction import make_ack_for_non2xx
 
-__all__ = ["BaresipPhone", "TLSPhone", "UDPPhone", "await_bye", "place_call", "rtp_range", "tone_power", "write_tone"]
+__all__ = ["BaresipPhone", "TLSCall", "TLSPhone", "UDPPhone", "await_bye", "place_call", "rtp_range", "tone_power", "write_tone"]
 
 
 def rtp_range(size: int = 100) -> tuple[int, int]:
@@ -146,18 +147,39 @@ rtp_ports		{rtp_ports[0]}-{rtp_ports[1]}
             self._out.close()
 
 
+@dataclass
+class TLSCall:
+    """The caller's side of a dialog set up by :meth:`TLSPhone.call`."""
+
+    to: str
+    call_id: str
+    from_tag: str
+    to_tag: str
+    remote_target: str
+    cseq: int
+
+
 class TLSPhone:
     """A phone that only ever has one TLS connection: the one it registers on."""
 
     def __init__(self, address: tuple[str, int], ca: Path, user: str, password: str, *,
-                 user_agent: str = "warden-test-phone", context: ssl.SSLContext | None = None) -> None:
+                 cert: tuple[Path, Path] | None = None, user_agent: str = "warden-test-phone",
+                 context: ssl.SSLContext | None = None) -> None:
+        """Connect and handshake; ``cert`` is a (certificate, key) pair for mutual TLS,
+        ``context`` a client context of the test's own (e.g. TLS 1.2 with one cipher)."""
         self.address = address
         self.user = user
         self.password = password
         self.user_agent = user_agent
         ctx = context or ssl.create_default_context(cafile=str(ca))
+        if cert is not None:
+            ctx.load_cert_chain(str(cert[0]), str(cert[1]))
         raw = socket.create_connection(address, timeout=5)
-        self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
+        try:
+            self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
+        except BaseException:
+            raw.close()
+            raise
         self.local = self.sock.getsockname()[:2]
         self.framer = StreamFramer()
         self.call_id = secrets.token_hex(8)
@@ -183,7 +205,8 @@ class TLSPhone:
             lines.append(f"Authorization: {auth}")
         return ("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()
 
-    def register(self) -> Response:
+    def register(self, expect: int | None = 200) -> Response:
+        """REGISTER with digest; the final response must have status ``expect`` (None: any)."""
         self.sock.sendall(self._register_request())
         challenge = self.receive()
         assert isinstance(challenge, Response) and challenge.status == 401, challenge
@@ -193,8 +216,87 @@ class TLSPhone:
                                  uri=f"sip:{host}:{port};transport=tls", password=self.password)
         self.sock.sendall(self._register_request(format_credentials(creds)))
         ok = self.receive()
-        assert isinstance(ok, Response) and ok.status == 200, ok
+        assert isinstance(ok, Response), ok
+        assert expect is None or ok.status == expect, (ok.status, ok.reason)
         return ok
+
+    def _request(self, method: str, to: str, call_id: str, cseq: int, *, from_tag: str, to_tag: str | None = None,
+                 auth: str | None = None, body: bytes = b"", uri: str | None = None) -> bytes:
+        host, port = self.address
+        lines = [
+            f"{method} {uri or f'sip:{to}@{host}:{port};transport=tls'} SIP/2.0",
+            f"Via: SIP/2.0/TLS {self.local[0]}:{self.local[1]};branch=z9hG4bK{secrets.token_hex(6)};rport",
+            f"From: <sip:{self.user}@{host}>;tag={from_tag}",
+            f"To: <sip:{to}@{host}>" + (f";tag={to_tag}" if to_tag else ""),
+            f"Call-ID: {call_id}",
+            f"CSeq: {cseq} {method}",
+            f"Contact: <sip:{self.user}@192.0.2.1:5061;transport=tls>",
+            "Max-Forwards: 70",
+        ]
+        if auth:
+            lines.append(f"Authorization: {auth}")
+        if body:
+            lines.append("Content-Type: application/sdp")
+        return ("\r\n".join(lines) + f"\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+    def _final(self, timeout: float = 10.0) -> Response:
+        """The next final response on the connection (requests that arrive meanwhile are a test error)."""
+        while True:
+            msg = self.receive(timeout)
+            if isinstance(msg, Response) and msg.status >= 200:
+                return msg
+
+    def call(self, to: str, rtp_port: int) -> "TLSCall":
+        """INVITE ``to`` over this connection (with digest), ACK the 200; return the dialog."""
+        host, port = self.address
+        call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+        uri = f"sip:{to}@{host}:{port};transport=tls"
+        body = audio_offer("127.0.0.1", rtp_port)
+        invite = self._request("INVITE", to, call_id, 1, from_tag=tag, body=body)
+        self.sock.sendall(invite)
+        first = self._final()
+        assert first.status == 401, first.status
+        request = parse_message(invite)
+        assert isinstance(request, Request)
+        self.send(make_ack_for_non2xx(request, first))
+        ch = parse_challenge(first.headers.get_all("WWW-Authenticate")[0])
+        creds = answer_challenge(ch, username=self.user, method="INVITE", uri=uri, password=self.password)
+        self.sock.sendall(self._request("INVITE", to, call_id, 2, from_tag=tag, auth=format_credentials(creds),
+                                        body=body))
+        ok = self._final()
+        assert ok.status == 200, (ok.status, ok.reason)
+        call = TLSCall(to, call_id, tag, ok.to.tag or "", str(ok.contacts[0].uri), 3)
+        self.sock.sendall(self._request("ACK", to, call_id, 2, from_tag=tag, to_tag=call.to_tag,
+                                        uri=call.remote_target))
+        return call
+
+    def hang_up(self, call: "TLSCall") -> Response:
+        """BYE in the dialog; the final response."""
+        self.sock.sendall(self._request("BYE", call.to, call.call_id, call.cseq, from_tag=call.from_tag,
+                                        to_tag=call.to_tag, uri=call.remote_target))
+        return self._final()
+
+    def answer(self, rtp_port: int, timeout: float = 10.0) -> Request:
+        """Wait for an INVITE on the connection and answer it 200 with SDP; return the INVITE."""
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.receive(max(0.1, deadline - time.monotonic()))
+            if isinstance(msg, Request) and msg.method == "INVITE":
+                break
+        ok = make_response(msg, 200, "OK", to_tag=secrets.token_hex(4), headers=[
+            ("Contact", f"<sip:{self.user}@192.0.2.1:5061;transport=tls>"), ("Content-Type", "application/sdp")],
+            body=audio_offer("127.0.0.1", rtp_port))
+        self.send(ok)
+        return msg
+
+    def answer_bye(self, timeout: float = 10.0) -> Request:
+        """Wait for a BYE (skipping ACKs and other in-dialog traffic), answer 200; return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.receive(max(0.1, deadline - time.monotonic()))
+            if isinstance(msg, Request) and msg.method == "BYE":
+                self.send(make_response(msg, 200, "OK"))
+                return msg
 
     def receive(self, timeout: float = 5.0) -> Request | Response:
         """The next SIP message on the connection."""

@@ -72,7 +72,7 @@ class FakePBX:
         self.recorded: list[dict[str, Any]] = []
         self.tls_report = TLSManager(pki.cert, pki.key).report()
         self.server = ControlServer(path)
-        for op in ("status", "registrations.list", "calls.list", "tls.stats", "reload", "metrics", "tls.record"):
+        for op in ("status", "registrations.list", "calls.list", "tls.stats", "reload", "metrics", "tls.api_report"):
             self.server.register(op, self._handler(op))
 
     def _handler(self, op: str) -> Any:
@@ -120,20 +120,20 @@ class FakePBX:
                 "certificates": [{"listener": "sips", "subject": 'CN=a "quoted" \\ name', "not_after": 1.9e9,
                                   "expires_in_seconds": 1e8, "level": 0}]}
 
-    def op_tls_record(self, args: dict[str, Any]) -> Any:
-        """The API workers' pushed handshake counts, kept for the tests to read."""
+    def op_tls_api_report(self, args: dict[str, Any]) -> Any:
+        """An API worker's cumulative handshake counts, kept (the latest per pid) for the tests to read."""
         self.recorded.append(args)
-        return {"recorded": 1}
+        return {"stored": True}
 
     def recorded_counts(self) -> dict[str, dict[tuple[str, ...], int]]:
-        """Totals of the pushed increments, per kind (handshakes, failures, deprecated)."""
+        """Totals over the workers' latest reports: handshakes by (version, cipher), failures by
+        OpenSSL code, deprecated attempts by version."""
+        latest = {push["pid"]: push for push in list(self.recorded)}
         out: dict[str, dict[tuple[str, ...], int]] = {"handshakes": {}, "failures": {}, "deprecated": {}}
-        for push in list(self.recorded):
-            for kind, labels in (("handshakes", ("version", "cipher")), ("failures", ("reason",)),
-                                 ("deprecated", ("version",))):
-                for item in push.get(kind, []):
-                    key = tuple(item[label] for label in labels)
-                    out[kind][key] = out[kind].get(key, 0) + item["count"]
+        for push in latest.values():
+            for kind, field in (("handshakes", "ok"), ("failures", "failed"), ("deprecated", "deprecated")):
+                for *key, n in push.get(field, []):
+                    out[kind][tuple(key)] = out[kind].get(tuple(key), 0) + n
         return out
 
     def op_reload(self, args: dict[str, Any]) -> Any:

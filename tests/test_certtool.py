@@ -482,3 +482,26 @@ def test_force_keeps_the_group_a_packaged_key_was_given(tmp_path: Path) -> None:
     st = files.server_key.stat()
     assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o640, 65534)
     assert stat.S_IMODE(files.ca_key.stat().st_mode) == 0o600  # an untouched mode stays private
+
+
+def test_client_certificate_for_an_extension(tmp_path: Path) -> None:
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    files = certtool.generate(tmp_path, sans=["localhost"])
+    cert_path, key_path = certtool.generate_client(tmp_path, "1001", domain="pbx.example")
+    assert cert_path.name == "client-1001.crt" and stat.S_IMODE(key_path.stat().st_mode) == 0o600
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    assert cert.subject.rfc4514_string() == "CN=1001"
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == ["sip:1001@pbx.example"]
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    verify = subprocess.run(["openssl", "verify", "-CAfile", str(files.ca_cert), "-purpose", "sslclient",
+                             str(cert_path)], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stderr
+    with pytest.raises(CertificateError, match="already exists"):
+        certtool.generate_client(tmp_path, "1001")
+    with pytest.raises(CertificateError, match="invalid extension"):
+        certtool.generate_client(tmp_path, "10 01")
+    with pytest.raises(CertificateError, match="no CA in"):
+        certtool.generate_client(tmp_path / "empty", "1001")

@@ -163,3 +163,39 @@ def test_run_with_missing_cert_exits_with_one_line(tmp_path: Path, pki: PKI) -> 
 
 def test_readme_reference_is_current() -> None:
     assert config.reference() in (ROOT / "README.md").read_text(), "README's reference is stale: run tools/update_readme_reference.py"
+
+
+def test_tls_listeners_resolve_paths_and_check_their_files(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+base_dir: app
+sip:
+  tls_listeners:
+    - {port: 5063, profile: legacy-phones}
+    - {port: 5065, profile: modern, name: soft, cert_file: certs/soft.crt, key_file: certs/soft.key}
+api: {enabled: false}
+""")
+    cfg = config.load(path, check_files=False)
+    first, second = cfg.sip.tls_listeners
+    assert (first.label, first.profile, first.cert_file) == ("sips-5063", "legacy-phones", "")
+    assert second.label == "soft" and second.cert_file == str(tmp_path / "app" / "certs" / "soft.crt")
+    problems = errors_of(path)
+    assert any(p.startswith(f"{path}:6: sip.tls_listeners[1].cert_file file not found: "
+                            f"{tmp_path / 'app' / 'certs' / 'soft.crt'}") for p in problems), problems
+
+
+@pytest.mark.parametrize("listeners, message", [
+    ("[{port: 5061, profile: modern}]", ":4: sip.tls_listeners[0].port 5061 is already sip.tls_port"),
+    ("[{port: 5063, profile: modern}, {port: 5064, profile: modern, name: sips-5063}]",
+     ":4: sip.tls_listeners[1].name 'sips-5063' is already the name of sip.tls_listeners[0]"),
+    ("[{port: 5063, profile: modern, cert_file: a.crt}]", ":4: sip.tls_listeners[0].cert_file and key_file go together"),
+    ("[{port: 5063, profile: modern, verify_client: required}]",
+     ":4: sip.tls_listeners[0].verify_client needs client_ca_file"),
+    ("[{port: 5063, profile: paranoid}]", ":4: sip.tls_listeners[0].profile must be one of modern, intermediate,"
+     " legacy-phones, fips, got 'paranoid'"),
+    ("{port: 5063}", ":4: sip.tls_listeners must be a list of mappings"),
+    ("[{port: 5063, profile: modern, name: api}]", ":4: sip.tls_listeners[0].name 'api' is already the name of the admin API"),
+])
+def test_tls_listener_mistakes_are_named(tmp_path: Path, listeners: str, message: str) -> None:
+    path = write(tmp_path, f"\nsip:\n  tls_port: 5061\n  tls_listeners: {listeners}\n")
+    problems = errors_of(path, check_files=False)
+    assert any(p.startswith(f"{path}{message}") for p in problems), problems

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import shutil
 import ssl
+import socket
 import subprocess
 from pathlib import Path
 
@@ -171,3 +172,58 @@ def test_reload_applies_new_certificate_and_keeps_old_on_error(pki: PKI, tmp_pat
             manager.reload()
         assert handshake(client_context(new.ca), address).ok  # old (the new-before-broken) one in force
         held.close()
+
+
+@pytest.mark.parametrize("profile", ["modern", "intermediate", "legacy-phones", "fips"])
+def test_profiles_never_allow_weak_ciphers_or_old_versions(pki: PKI, profile: str) -> None:
+    manager = TLSManager(pki.cert, pki.key, profile == "fips", policy=None if profile == "fips" else profile)
+    report = manager.report()
+    assert report["policy"] == profile
+    ctx = manager.server_context()
+    assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
+    for name in report["tls12_ciphers"]:
+        assert not any(weak in name for weak in ("RC4", "DES", "NULL", "EXP", "MD5", "PSK", "SRP", "ADH", "AECDH")), name
+    tls12 = set(report["tls12_ciphers"])
+    if profile == "modern":
+        assert ctx.minimum_version == ssl.TLSVersion.TLSv1_3 and report["minimum_version"] == "TLSv1.3"
+    elif profile == "intermediate":
+        assert tls12 and all(n.startswith("ECDHE-") and ("GCM" in n or "CHACHA" in n) for n in tls12), tls12
+    elif profile == "legacy-phones":
+        assert {"ECDHE-RSA-AES128-SHA", "ECDHE-RSA-AES256-SHA", "AES128-SHA", "AES256-SHA"} <= tls12
+    assert report["session_tickets"] == 2 and report["max_early_data"] == 0
+    assert not ctx.options & ssl.OP_NO_TICKET
+
+
+def test_profile_errors_are_named(pki: PKI) -> None:
+    with pytest.raises(TLSPolicyError, match="unknown TLS profile 'paranoid'"):
+        TLSManager(pki.cert, pki.key, policy="paranoid")
+    with pytest.raises(TLSPolicyError, match="sips-5063: fips_mode forces the 'fips' profile; 'legacy-phones'"):
+        TLSManager(pki.cert, pki.key, True, policy="legacy-phones", listener="sips-5063")
+    with pytest.raises(TLSPolicyError, match="verify_client required needs a client CA file"):
+        TLSManager(pki.cert, pki.key, verify_client="required")
+    with pytest.raises(TLSPolicyError, match="needs both its certificate and its key"):
+        TLSManager(pki.cert, pki.key, ecdsa_cert_file=pki.cert)
+
+
+def test_dual_certificates_reported_and_checked(pki: PKI, tmp_path: Path) -> None:
+    from helpers import make_ecdsa_leaf
+
+    ec_cert, ec_key = make_ecdsa_leaf(pki, tmp_path / "ec")
+    manager = TLSManager(pki.cert, pki.key, ecdsa_cert_file=ec_cert, ecdsa_key_file=ec_key)
+    report = manager.report()
+    assert report["certificate"]["key_type"] == "RSA" and report["ecdsa_certificate"]["curve"] == "secp256r1"
+    assert "ECDSA certificate" in manager.describe()
+    with pytest.raises(CertificateError, match="holds a RSA key, not an ECDSA one"):
+        TLSManager(pki.cert, pki.key, ecdsa_cert_file=pki.cert, ecdsa_key_file=pki.key)
+    with pytest.raises(CertificateError, match="already an ECDSA certificate"):
+        TLSManager(ec_cert, ec_key, ecdsa_cert_file=ec_cert, ecdsa_key_file=ec_key)
+    with tls_server(manager) as server:
+        address = ("127.0.0.1", server.addresses[0][1])
+        for cipher, kind in (("ECDHE-ECDSA-AES256-GCM-SHA384", ec.EllipticCurvePublicKey),
+                             ("ECDHE-RSA-AES256-GCM-SHA384", rsa.RSAPublicKey)):
+            ctx = client_context(pki.ca, maximum=ssl.TLSVersion.TLSv1_2, ciphers=cipher)
+            with socket.create_connection(address, timeout=5) as raw, \
+                    ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                der = tls.getpeercert(binary_form=True)
+                assert tls.cipher()[0] == cipher
+            assert isinstance(x509.load_der_x509_certificate(der).public_key(), kind)

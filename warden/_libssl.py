@@ -19,7 +19,7 @@ import ctypes
 import ssl
 from functools import lru_cache
 
-__all__ = ["NativeTLSUnavailable", "set_ciphersuites", "set_groups", "set_sigalgs"]
+__all__ = ["NativeTLSUnavailable", "client_version", "get_max_early_data", "set_ciphersuites", "set_groups", "set_max_early_data", "set_sigalgs"]
 
 _SSL_CTRL_SET_GROUPS_LIST = 92
 _SSL_CTRL_SET_SIGALGS_LIST = 98
@@ -42,6 +42,14 @@ def _lib() -> ctypes.CDLL:
         lib.SSL_CTX_set_ciphersuites.restype = ctypes.c_int
         lib.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_char_p]
         lib.SSL_CTX_ctrl.restype = ctypes.c_long
+        lib.SSL_client_version.argtypes = [ctypes.c_void_p]
+        lib.SSL_client_version.restype = ctypes.c_int
+        lib.SSL_get_SSL_CTX.argtypes = [ctypes.c_void_p]
+        lib.SSL_get_SSL_CTX.restype = ctypes.c_void_p
+        lib.SSL_CTX_set_max_early_data.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+        lib.SSL_CTX_set_max_early_data.restype = ctypes.c_int
+        lib.SSL_CTX_get_max_early_data.argtypes = [ctypes.c_void_p]
+        lib.SSL_CTX_get_max_early_data.restype = ctypes.c_uint32
     except (OSError, AttributeError) as exc:
         raise NativeTLSUnavailable(f"OpenSSL functions not found via {path or 'python'}: {exc}") from None
     return lib
@@ -75,3 +83,36 @@ def set_sigalgs(context: ssl.SSLContext, sigalgs: str) -> None:
     """Set the signature algorithms offered and accepted in handshakes."""
     if _lib().SSL_CTX_ctrl(_ctx_pointer(context), _SSL_CTRL_SET_SIGALGS_LIST, 0, sigalgs.encode()) != 1:
         raise ssl.SSLError(f"OpenSSL refused signature algorithms {sigalgs!r}")
+
+
+def set_max_early_data(context: ssl.SSLContext, size: int) -> None:
+    """Bytes of TLS 1.3 0-RTT early data accepted; Warden always sets 0 (replayable)."""
+    if _lib().SSL_CTX_set_max_early_data(_ctx_pointer(context), size) != 1:
+        raise ssl.SSLError(f"OpenSSL refused max_early_data {size}")
+
+
+def get_max_early_data(context: ssl.SSLContext) -> int:
+    """The 0-RTT early data limit in force (0: never accepted)."""
+    return int(_lib().SSL_CTX_get_max_early_data(_ctx_pointer(context)))
+
+
+def client_version(sock: ssl.SSLSocket) -> int | None:
+    """The version a client offered in its ClientHello (``0x0302`` TLS 1.1,
+    ``0x0303`` TLS 1.2 and 1.3), also after a failed handshake; None if unknown.
+
+    CPython's ``_ssl._SSLSocket`` holds ``PyObject *Socket`` then ``SSL *ssl``
+    after ``PyObject_HEAD``; the pointer is trusted only if its ``SSL_CTX`` is
+    the socket's context.
+    """
+    sslobj = getattr(sock, "_sslobj", None)
+    if sslobj is None:
+        return None
+    try:
+        lib = _lib()
+        ctx = _ctx_pointer(sock.context)
+        ptr = ctypes.c_void_p.from_address(id(sslobj) + object.__basicsize__ + ctypes.sizeof(ctypes.c_void_p)).value
+        if not ptr or lib.SSL_get_SSL_CTX(ptr) != ctx:
+            return None
+        return int(lib.SSL_client_version(ptr))
+    except NativeTLSUnavailable:
+        return None

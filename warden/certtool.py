@@ -45,6 +45,7 @@ __all__ = [
     "KEY_TYPES",
     "GeneratedFiles",
     "generate",
+    "generate_client",
     "add_arguments",
     "run",
     "main",
@@ -157,6 +158,66 @@ def generate(
         server_key=files.server_key,
         ca_reused=existing is not None,
     )
+
+
+def generate_client(
+    out_dir: Path,
+    extension: str,
+    *,
+    domain: str = "localhost",
+    key_type: str = "ecdsa-p256",
+    days: int = 825,
+    force: bool = False,
+) -> tuple[Path, Path]:
+    """Write ``client-EXT.crt``/``client-EXT.key``: a phone's device certificate
+    for mutual TLS, signed by the CA in ``out_dir`` (made by :func:`generate`).
+
+    The subject CN is the extension and the SAN the URI ``sip:EXT@domain``, so
+    with ``security.tls_client_cert_binds_extension`` the phone may register
+    only that extension. ECDSA P-256 by default; ``rsa2048`` for old phones.
+    """
+    _check_args(key_type, days, 1)
+    if not extension or len(extension) > _CN_MAX or not all(c.isalnum() or c in "._-+" for c in extension):
+        raise CertificateError(f"invalid extension {extension!r} for a client certificate")
+    out_dir = Path(out_dir)
+    files = GeneratedFiles(out_dir / CA_CERT_NAME, out_dir / CA_KEY_NAME, out_dir / SERVER_CERT_NAME,
+                           out_dir / SERVER_KEY_NAME)
+    existing = _load_existing_ca(files)
+    if existing is None:
+        raise CertificateError(f"no CA in {out_dir}: run 'warden-pbx cert generate --out-dir {out_dir}' first")
+    ca_cert, ca_key = existing
+    cert_path, key_path = out_dir / f"client-{extension}.crt", out_dir / f"client-{extension}.key"
+    key = _new_key(key_type)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    not_after = min(now + datetime.timedelta(days=days), _not_valid_after(ca_cert))
+    is_rsa = isinstance(key, rsa.RSAPrivateKey)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, extension)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=is_rsa,
+                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(f"sip:{extension}@{domain}")]),
+            critical=False,
+        )
+        .add_extension(_authority_key_id(ca_cert, ca_key), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_all([(key_path, _key_pem(key), _KEY_MODE), (cert_path, _cert_pem(cert), _CERT_MODE)], replace=force)
+    return cert_path, key_path
 
 
 def _check_args(key_type: str, days: int, ca_days: int) -> None:
@@ -604,6 +665,30 @@ def run(args: argparse.Namespace) -> int:
     target = first_dns or names[0]
     sni = f" -servername {first_dns}" if first_dns else ""
     print(f"  openssl s_client -connect {_host_port(target)} -CAfile {files.ca_cert}{sni}")
+    return 0
+
+
+def add_client_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``warden-pbx cert client``."""
+    parser.add_argument("extension", metavar="EXTENSION", help="the extension the phone registers as (the CN)")
+    parser.add_argument("--out-dir", type=Path, default=Path("certs"),
+                        help="directory holding ca.crt/ca.key; client-EXT.crt/.key are written there (default: ./certs)")
+    parser.add_argument("--domain", default="localhost", help="host part of the sip:EXT@DOMAIN SAN (default: localhost)")
+    parser.add_argument("--key-type", choices=KEY_TYPES, default="ecdsa-p256", help="key type (default: ecdsa-p256)")
+    parser.add_argument("--days", type=int, default=825, help="validity (default: 825)")
+    parser.add_argument("--force", action="store_true", help="replace an existing client certificate")
+
+
+def run_client(args: argparse.Namespace) -> int:
+    """``warden-pbx cert client``: 0 on success, 1 on CertificateError."""
+    try:
+        cert, key = generate_client(args.out_dir, args.extension, domain=args.domain, key_type=args.key_type,
+                                    days=args.days, force=args.force)
+    except CertificateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"client certificate: {cert} (CN {args.extension}, SAN sip:{args.extension}@{args.domain})")
+    print(f"client key:         {key} (install both on the phone)")
     return 0
 
 

@@ -58,6 +58,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         from .tls import TLSManager
 
         TLSManager.from_config(cfg.security)
+        if cfg.security.enable_tls:
+            for listener in cfg.sip.tls_listeners:
+                TLSManager.for_listener(cfg, listener)
+        if cfg.api.enabled and cfg.api.ssl.enabled:
+            TLSManager.for_api(cfg)
     print("OK")
     return 0
 
@@ -67,7 +72,10 @@ def cmd_tls_show(args: argparse.Namespace) -> int:
     from .tls import TLSManager
 
     cfg = _load(args)
-    print(json.dumps(TLSManager.from_config(cfg.security).report(), indent=2))
+    report = TLSManager.from_config(cfg.security).report()
+    if cfg.sip.tls_listeners:
+        report["listeners"] = {item.label: TLSManager.for_listener(cfg, item).report() for item in cfg.sip.tls_listeners}
+    print(json.dumps(report, indent=2))
     return 0
 
 
@@ -355,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = cert.add_parser("generate", help="create a local CA and a server certificate signed by it")
     certtool.add_arguments(p)
     p.set_defaults(func=certtool.run)
+    p = cert.add_parser("client", help="create a phone's client certificate (mutual TLS) signed by the local CA")
+    certtool.add_client_arguments(p)
+    p.set_defaults(func=certtool.run_client)
     p = cert.add_parser("check", help="expiry of the configured certificates: exit 0 OK, 1 under 30 days, 2 under 7 "
                         "days, expired or unusable (a monitoring check)")
     p.set_defaults(func=cmd_cert_check)

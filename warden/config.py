@@ -36,6 +36,8 @@ __all__ = [
     "SIPConfig",
     "SecurityConfig",
     "StoreConfig",
+    "TLSListenerConfig",
+    "TLS_PROFILES",
     "default_config_path",
     "load",
     "reference",
@@ -45,6 +47,10 @@ ENV_VAR = "WARDEN_CONFIG"
 INSTALLED_CONFIG = Path("/etc/warden-pbx/config.yml")
 
 Checker = Callable[[Any], Any]
+
+TLS_PROFILES = ("modern", "intermediate", "legacy-phones", "fips")
+"""The names of ``warden.tls.POLICIES`` (kept here so the loader imports no ssl)."""
+VERIFY_CLIENT = ("none", "optional", "required")
 
 
 class _Invalid(ValueError):
@@ -166,12 +172,64 @@ def _opt_path(value: Any) -> str:
     return _path(value)
 
 
-def _setting(default: Any, check: Checker, help: str, *, path: bool = False) -> Any:
+def _inherit(check: Checker) -> Checker:
+    """``check``, or empty meaning "as the main setting"."""
+
+    def inherit(value: Any) -> Any:
+        return "" if value is None or value == "" else check(value)
+
+    return inherit
+
+
+def _label(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 32 or not all(c.isalnum() or c in "-_." for c in value):
+        raise _Invalid(f"must be 1-32 letters, digits, '-', '_' or '.', got {value!r}")
+    return value
+
+
+def _setting(default: Any, check: Checker, help: str, *, path: bool = False, required: bool = False) -> Any:
     """A schema entry: the default, its checker and the help text."""
-    return field(default=default, metadata={"check": check, "help": help, "path": path})
+    return field(default=default, metadata={"check": check, "help": help, "path": path, "required": required})
+
+
+def _items(cls: type, help: str) -> Any:
+    """A schema entry holding a list of mappings, each checked as ``cls``."""
+    return field(default=(), metadata={"items": cls, "help": help})
 
 
 # --- the schema ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TLSListenerConfig:
+    """One more SIPS listener (an item of ``sip.tls_listeners``), e.g. a
+    ``legacy-phones`` port beside the main one. Empty settings take the
+    ``security`` ones."""
+
+    port: int = _setting(0, _int(1, 65535), "SIPS port (required)", required=True)
+    profile: str = _setting(
+        "intermediate", _choice(*TLS_PROFILES), "TLS profile: modern, intermediate, legacy-phones or fips (required)",
+        required=True,
+    )
+    name: str = _setting("", _inherit(_label), "label in logs and handshake counters (default: sips-PORT)")
+    cert_file: str = _setting("", _opt_path, "certificate chain (default: security.tls_cert_file)", path=True)
+    key_file: str = _setting("", _opt_path, "private key (default: security.tls_key_file)", path=True)
+    ecdsa_cert_file: str = _setting(
+        "", _opt_path, "second, ECDSA certificate chain (default: security's, unless cert_file is set)", path=True
+    )
+    ecdsa_key_file: str = _setting("", _opt_path, "its private key", path=True)
+    verify_client: str = _setting(
+        "", _inherit(_choice(*VERIFY_CLIENT)), "client certificates: none, optional or required"
+        " (default: security.tls_verify_client)",
+    )
+    client_ca_file: str = _setting(
+        "", _opt_path, "CA bundle client certificates must chain to (default: security.tls_client_ca_file)", path=True
+    )
+
+    @property
+    def label(self) -> str:
+        """The listener's name in logs, ``tls.stats`` and metrics."""
+        return self.name or f"sips-{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +255,9 @@ class SIPConfig:
         5.0, _float(0.5, 60), "seconds a TLS client gets to finish its handshake"
     )
     max_message_size: int = _setting(65535, _int(1024, 1048576), "largest SIP message accepted")
+    tls_listeners: tuple[TLSListenerConfig, ...] = _items(
+        TLSListenerConfig, "more SIPS listeners on sip.listen, each with its own port and TLS profile"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +267,9 @@ class APISSLConfig:
     enabled: bool = _setting(True, _bool, "serve the API over HTTPS")
     cert_file: str = _setting("certs/server.crt", _path, "API certificate chain (PEM)", path=True)
     key_file: str = _setting("certs/server.key", _path, "API private key (PEM)", path=True)
+    profile: str = _setting(
+        "intermediate", _choice(*TLS_PROFILES), "TLS profile of the API: modern, intermediate, legacy-phones or fips"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,8 +299,27 @@ class SecurityConfig:
     tls_ca_file: str = _setting(
         "certs/ca.crt", _opt_path, "CA bundle that clients use to verify us", path=True
     )
+    tls_profile: str = _setting(
+        "intermediate", _choice(*TLS_PROFILES),
+        "TLS profile of the main SIPS listener: modern (TLS 1.3 only), intermediate (TLS 1.2 ECDHE AEAD + 1.3),"
+        " legacy-phones (adds CBC-SHA suites, still TLS 1.2+) or fips",
+    )
+    tls_ecdsa_cert_file: str = _setting(
+        "", _opt_path, "optional second, ECDSA certificate chain, served to clients that support ECDSA", path=True
+    )
+    tls_ecdsa_key_file: str = _setting("", _opt_path, "private key of the ECDSA certificate", path=True)
+    tls_verify_client: str = _setting(
+        "none", _choice(*VERIFY_CLIENT), "ask phones for a client certificate: none, optional or required"
+    )
+    tls_client_ca_file: str = _setting(
+        "", _opt_path, "CA bundle that client (phone) certificates must chain to", path=True
+    )
+    tls_client_cert_binds_extension: bool = _setting(
+        False, _bool, "a phone with a client certificate may register only the extension named in it"
+        " (CN or a sip: URI SAN)",
+    )
     fips_mode: bool = _setting(
-        False, _bool, "restrict TLS 1.2 and 1.3 to FIPS-approved algorithms"
+        False, _bool, "restrict TLS 1.2 and 1.3 to FIPS-approved algorithms; forces the fips profile everywhere"
     )
     enforce_fips: bool = _setting(
         False, _bool, "refuse to start when the FIPS policy cannot be fully enforced"
@@ -359,6 +442,13 @@ class _Loader:
         values: dict[str, Any] = {}
         for name, f in known.items():
             path = f"{prefix}{name}"
+            if f.metadata.get("required") and name not in given and node is not None:
+                self.problem(node, path, "is required")
+            if "items" in f.metadata:
+                if name in given:
+                    self.lines[path] = given[name][0].start_mark.line + 1
+                    values[name] = self.items(f.metadata["items"], given[name][1], path)
+                continue
             if _is_section(f):
                 sub = given.get(name, (None, None))[1]
                 if sub is not None and isinstance(sub, yaml.ScalarNode) and sub.value in ("", "~", "null"):
@@ -377,6 +467,22 @@ class _Loader:
             except yaml.YAMLError as exc:
                 self.problem(value_node, path, f"has an invalid value ({exc})")
         return cls(**values)
+
+    def items(self, cls: type, node: yaml.Node, path: str) -> tuple[Any, ...]:
+        """A list of mappings, each one a ``cls`` checked like a section."""
+        if isinstance(node, yaml.ScalarNode) and node.value in ("", "~", "null"):
+            return ()
+        if not isinstance(node, yaml.SequenceNode):
+            self.problem(node, path, "must be a list of mappings (one '- port: ...' entry each)")
+            return ()
+        out = []
+        for i, item in enumerate(node.value):
+            if not isinstance(item, yaml.MappingNode):
+                self.problem(item, f"{path}[{i}]", "must be a mapping of settings")
+                continue
+            self.lines[f"{path}[{i}]"] = item.start_mark.line + 1
+            out.append(self.section(cls, item, f"{path}[{i}]."))
+        return tuple(out)
 
 
 def load(path: str | os.PathLike[str] | None = None, *, check_files: bool = True) -> Config:
@@ -432,6 +538,8 @@ def _resolve_paths(cfg: Config, folder: Path) -> Config:
             value = getattr(obj, f.name)
             if dataclasses.is_dataclass(value):
                 changes[f.name] = fix(value)
+            elif "items" in f.metadata:
+                changes[f.name] = tuple(fix(v) for v in value)
             elif f.metadata.get("path") and value:
                 changes[f.name] = str(base / value)
         return dataclasses.replace(obj, **changes)
@@ -449,6 +557,7 @@ def _cross_checks(cfg: Config, shown: str, lines: dict[str, int], check_files: b
 
     if cfg.security.enforce_fips and not cfg.security.fips_mode:
         at("security.enforce_fips", "needs security.fips_mode: true")
+    _tls_checks(cfg, at, lines)
     if cfg.media.rtp_port_min >= cfg.media.rtp_port_max:
         at("media.rtp_port_min", f"must be below media.rtp_port_max ({cfg.media.rtp_port_max})")
     if cfg.media.rtp_port_min % 2:
@@ -462,12 +571,23 @@ def _cross_checks(cfg: Config, shown: str, lines: dict[str, int], check_files: b
                 ("security.tls_cert_file", cfg.security.tls_cert_file),
                 ("security.tls_key_file", cfg.security.tls_key_file),
             ]
+        if cfg.security.enable_tls and (cfg.sip.tls_port or cfg.sip.tls_listeners):
+            needed += [(f"security.{k}", getattr(cfg.security, k)) for k in (
+                "tls_ecdsa_cert_file", "tls_ecdsa_key_file", "tls_client_ca_file") if getattr(cfg.security, k)]
+            for i, lst in enumerate(cfg.sip.tls_listeners):
+                for k in ("cert_file", "key_file", "ecdsa_cert_file", "ecdsa_key_file", "client_ca_file"):
+                    if getattr(lst, k):
+                        needed.append((f"sip.tls_listeners[{i}].{k}", getattr(lst, k)))
+                if not lst.cert_file:
+                    needed += [("security.tls_cert_file", cfg.security.tls_cert_file),
+                               ("security.tls_key_file", cfg.security.tls_key_file)]
         if cfg.api.ssl.enabled:
             needed += [("api.ssl.cert_file", cfg.api.ssl.cert_file), ("api.ssl.key_file", cfg.api.ssl.key_file)]
         users: dict[str, list[str]] = {}
         for key, file in needed:
             users.setdefault(file, []).append(key)
         for file, keys in users.items():
+            keys = list(dict.fromkeys(keys))
             also = f" (also {', '.join(keys[1:])})" if len(keys) > 1 else ""
             if not os.path.exists(file):
                 hint = "run 'warden-pbx cert generate' for development certificates"
@@ -475,6 +595,49 @@ def _cross_checks(cfg: Config, shown: str, lines: dict[str, int], check_files: b
             elif not os.access(file, os.R_OK):
                 at(keys[0], f"file not readable: {file}{also}")
     return problems
+
+
+def _tls_checks(cfg: Config, at: Callable[[str, str], None], lines: dict[str, int]) -> None:
+    """Profiles under fips_mode, listener ports and names, mTLS and dual-certificate pairs."""
+    sec, sip = cfg.security, cfg.sip
+    profiles = [("security.tls_profile", sec.tls_profile), ("api.ssl.profile", cfg.api.ssl.profile)]
+    profiles += [(f"sip.tls_listeners[{i}].profile", lst.profile) for i, lst in enumerate(sip.tls_listeners)]
+    if sec.fips_mode:
+        for key, profile in profiles:
+            if key in lines and profile != "fips":
+                fix = "set it to fips" if key.startswith("sip.") else "set it to fips or remove it"
+                at(key, f"asks for the '{profile}' profile, but security.fips_mode forces 'fips' on every listener; {fix}")
+    ports: dict[int, str] = {}
+    if sip.tcp_port:
+        ports[sip.tcp_port] = "sip.tcp_port"
+    if sip.tls_port and sec.enable_tls:
+        if sip.tls_port in ports:
+            at("sip.tls_port", f"{sip.tls_port} is already sip.tcp_port")
+        ports[sip.tls_port] = "sip.tls_port"
+    names = {"sips": "the main SIPS listener (sip.tls_port)", "tcp": "the SIP TCP listener", "api": "the admin API",
+             "udp": "the SIP UDP listener"}
+    for i, lst in enumerate(sip.tls_listeners):
+        key = f"sip.tls_listeners[{i}]"
+        if lst.port in ports:
+            at(f"{key}.port", f"{lst.port} is already {ports[lst.port]}")
+        ports.setdefault(lst.port, f"{key}.port")
+        if lst.label in names:
+            at(f"{key}.name" if lst.name else key, f"'{lst.label}' is already the name of {names[lst.label]}")
+        names.setdefault(lst.label, key)
+        if bool(lst.ecdsa_cert_file) != bool(lst.ecdsa_key_file):
+            at(f"{key}.ecdsa_cert_file", "and ecdsa_key_file go together: set both or neither")
+        if bool(lst.cert_file) != bool(lst.key_file):
+            at(f"{key}.cert_file", "and key_file go together: set both or neither")
+        if (lst.verify_client or sec.tls_verify_client) != "none" and not (lst.client_ca_file or sec.tls_client_ca_file):
+            at(f"{key}.verify_client", "needs client_ca_file (or security.tls_client_ca_file): the CA phone certificates chain to")
+    if bool(sec.tls_ecdsa_cert_file) != bool(sec.tls_ecdsa_key_file):
+        at("security.tls_ecdsa_cert_file", "and security.tls_ecdsa_key_file go together: set both or neither")
+    verifying = [sec.tls_verify_client] + [lst.verify_client or sec.tls_verify_client for lst in sip.tls_listeners]
+    if sec.tls_client_cert_binds_extension and all(v == "none" for v in verifying):
+        at("security.tls_client_cert_binds_extension",
+           "needs client certificates: set security.tls_verify_client (or a listener's verify_client) to optional or required")
+    if sec.tls_verify_client != "none" and not sec.tls_client_ca_file:
+        at("security.tls_verify_client", "needs security.tls_client_ca_file: the CA phone certificates chain to")
 
 
 def _is_loopback(address: str) -> bool:
@@ -489,6 +652,13 @@ def reference() -> str:
         for f in _settings(cls):
             if _is_section(f):
                 walk(f.default_factory, f"{prefix}{f.name}.")  # type: ignore[arg-type]
+                continue
+            if "items" in f.metadata:
+                rows.append(f"| `{prefix}{f.name}` | `[]` | {f.metadata['help']} |")
+                walk(f.metadata["items"], f"{prefix}{f.name}[].")
+                continue
+            if f.metadata.get("required"):
+                rows.append(f"| `{prefix}{f.name}` | (required) | {f.metadata['help']} |")
                 continue
             default = f.default
             if isinstance(default, tuple):

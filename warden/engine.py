@@ -285,6 +285,7 @@ class Engine:
             flow=str(source.flow) if source.flow else None,
             tls_version=conn.tls_version if conn is not None else None,
             tls_cipher=conn.cipher if conn is not None else None,
+            client_cert_names=conn.peer_cert_names if conn is not None else None,
         )
 
     def _lookup(self, username: str) -> HA1Pair | None:

@@ -1,95 +1,35 @@
-"""What a TLS handshake attempt tells an admin: a failure reason, the version a client offered.
+"""Names of the TLS versions a ClientHello offers, shared by the SIP transports and the API workers.
 
-A leaf (standard library only) shared by the SIP transports and the admin
-API's gunicorn workers, which must not import :mod:`warden.transport`.
-
-OpenSSL's reasons (``UNSUPPORTED_PROTOCOL``, ``WRONG_VERSION_NUMBER``...) are
-mapped to a few plain phrases so logs and ``/metrics`` say *why* a phone
-failed: too old a protocol, no shared cipher, not TLS at all, a timeout.
-
-Strategy (offered version): a refused ``-tls1_1`` handshake ends in
+A leaf (standard library only): the admin API's gunicorn workers must not
+import :mod:`warden.transport`. A refused ``-tls1_1`` handshake ends in
 ``UNSUPPORTED_PROTOCOL`` with no version in the error, yet "which old
 protocol do phones still try" is what an admin needs before tightening a
-policy. So the first bytes of the connection are peeked (``MSG_PEEK``, the
-TLS library still reads them) and the ClientHello's ``client_version`` names
-the highest version the client speaks: TLS 1.3 clients put TLS 1.2 there and
-list 1.3 in an extension, so anything below TLS 1.2 is a client that cannot
-do better.
+policy, so the version the client offered (OpenSSL's ``SSL_client_version``,
+:func:`warden._libssl.client_version`) is counted by name. TLS 1.3 clients
+put TLS 1.2 there and list 1.3 in an extension: anything below TLS 1.2 is a
+client that cannot do better.
 """
 
 from __future__ import annotations
 
-import ssl
+__all__ = ["DEPRECATED_VERSIONS", "hello_version", "version_name"]
 
-__all__ = [
-    "CLOSED_BEFORE_HELLO",
-    "DEPRECATED_VERSIONS",
-    "HELLO_PEEK_BYTES",
-    "classify_handshake_error",
-    "hello_version",
-]
-
-#: Versions whose use (or attempt) is logged at WARNING and counted.
+#: Versions whose attempts are logged at WARNING and counted by version.
 DEPRECATED_VERSIONS = frozenset({"SSLv2", "SSLv3", "TLSv1", "TLSv1.1"})
 
-#: The failure reason of a connection closed before it sent a byte: a port
-#: probe or a load balancer's health check rather than a client that failed.
-CLOSED_BEFORE_HELLO = "closed before ClientHello"
-
-#: Bytes of a connection :func:`hello_version` needs.
-HELLO_PEEK_BYTES = 11
-
-_VERSIONS = {0x0300: "SSLv3", 0x0301: "TLSv1", 0x0302: "TLSv1.1", 0x0303: "TLSv1.2", 0x0304: "TLSv1.3"}
-
-_REASONS = {
-    "UNSUPPORTED_PROTOCOL": "protocol too old",
-    "UNKNOWN_PROTOCOL": "protocol too old",
-    "VERSION_TOO_LOW": "protocol too old",
-    "TLSV1_ALERT_PROTOCOL_VERSION": "protocol too old",
-    "NO_SHARED_CIPHER": "no shared cipher",
-    "NO_CIPHERS_AVAILABLE": "no shared cipher",
-    "NO_SUITABLE_KEY_SHARE": "no shared group",
-    "NO_SHARED_GROUPS": "no shared group",
-    "NO_SHARED_SIGNATURE_ALGORITHMS": "no shared signature algorithm",
-    "WRONG_VERSION_NUMBER": "not TLS",
-    "HTTP_REQUEST": "not TLS (plain HTTP)",
-    "HTTPS_PROXY_REQUEST": "not TLS (proxy request)",
-    "UNEXPECTED_MESSAGE": "not TLS",
-    "RECORD_LAYER_FAILURE": "not TLS",
-    "PACKET_LENGTH_TOO_LONG": "not TLS",
-    "TLSV1_ALERT_UNKNOWN_CA": "bad certificate (peer does not trust our CA)",
-    "SSLV3_ALERT_BAD_CERTIFICATE": "bad certificate",
-    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "bad certificate",
-    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "bad certificate (expired)",
-    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "client certificate missing",
-    "CERTIFICATE_VERIFY_FAILED": "bad client certificate",
-}
+_VERSIONS = {0x0002: "SSLv2", 0x0300: "SSLv3", 0x0301: "TLSv1", 0x0302: "TLSv1.1", 0x0303: "TLSv1.2",
+             0x0304: "TLSv1.3"}
 
 
-def classify_handshake_error(exc: BaseException) -> str:
-    """A short reason for a failed handshake."""
-    if isinstance(exc, (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError)):
-        return "closed during handshake"
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or ""
-        if reason in _REASONS:
-            return _REASONS[reason]
-        if "EOF" in str(exc) or reason == "UNEXPECTED_EOF_WHILE_READING":
-            return "closed during handshake"
-        return f"TLS error ({reason.lower() or 'unknown'})"
-    return "closed during handshake"
+def version_name(code: int | None) -> str | None:
+    """``TLSv1.1`` for ``0x0302`` and so on; None for an unknown code."""
+    return _VERSIONS.get(code) if code is not None else None
 
 
 def hello_version(data: bytes) -> str | None:
-    """The highest version a ClientHello offers (``TLSv1.1``...), from its first bytes.
-
-    None when ``data`` is not (the start of) a ClientHello or is too short.
-    """
+    """The highest version a ClientHello's first bytes offer (None if they are not one, or too few)."""
     if len(data) >= 3 and data[0] & 0x80 and data[2] == 1:
         return "SSLv2"  # an SSLv2-format CLIENT-HELLO (2-byte header, msg type 1)
-    if len(data) < HELLO_PEEK_BYTES or data[0] != 0x16 or data[1] != 0x03 or data[5] != 0x01:
+    if len(data) < 11 or data[0] != 0x16 or data[1] != 0x03 or data[5] != 0x01:
         return None
-    return _VERSIONS.get((data[9] << 8) | data[10])
-
+    return version_name((data[9] << 8) | data[10])

@@ -1,8 +1,10 @@
 """The PBX process: builds every component from one Config and runs them.
 
 ``Service`` owns start-up order, reload and shutdown; it holds no protocol
-logic. Transports feed the one engine thread; every TLS listener gets its
-contexts from one ``TLSManager`` so SIPS and the API follow the same policy.
+logic. Transports feed the one engine thread; every SIPS listener (the main
+``sip.tls_port`` one, named ``sips``, and each ``sip.tls_listeners`` item) gets
+its contexts from its own ``TLSManager`` (its profile, certificates and client
+verification), asked per connection so a reload reaches new connections only.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import replace
+import ssl
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any
 
@@ -32,8 +35,8 @@ from .sdnotify import notify
 from .sip.message import ParserLimits
 from .store import Store
 from .tls import TLSManager, expiry_level
-from .transport import Listener, StreamServer
-from .transport.telemetry import HandshakeStats
+from .transport import HandshakeStats, Listener, StreamServer
+from .transport.telemetry import describe_failure
 from .transport.sip_stream import SIPStreamHandler
 from .transport.udp import UDPServer
 
@@ -42,12 +45,38 @@ __all__ = ["Service"]
 log = logging.getLogger("warden.service")
 
 
+@dataclass(eq=False)
+class SIPSListener:
+    """One SIPS port: its name (telemetry label), TLS manager and server."""
+
+    name: str
+    port: int
+    tls: TLSManager
+    server: StreamServer | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """The current context: a reload may have replaced the manager."""
+        return self.tls.server_context()
+
+
+def _tls_managers(cfg: Config) -> dict[str, tuple[int, TLSManager]]:
+    """Every SIPS listener's port and manager by name; raises WardenError on the first bad one."""
+    out: dict[str, tuple[int, TLSManager]] = {}
+    if not cfg.security.enable_tls:
+        return out
+    if cfg.sip.tls_port:
+        out["sips"] = (cfg.sip.tls_port, TLSManager.from_config(cfg.security))
+    for item in cfg.sip.tls_listeners:
+        out[item.label] = (item.port, TLSManager.for_listener(cfg, item))
+    return out
+
+
 class Service:
     """Everything one ``warden-pbx run`` serves."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.tls: TLSManager | None = None
+        self.sips_listeners: dict[str, SIPSListener] = {}
         self.store: Store | None = None
         self.engine: Engine | None = None
         self.udp: UDPServer | None = None
@@ -57,19 +86,25 @@ class Service:
         self.media: MediaPlane | None = None
         self.api: APISupervisor | None = None
         self.conference: ConferenceBridge | None = None
-        self.api_handshakes = HandshakeStats()
-        """The API listener's handshakes, as its gunicorn workers push them (``tls.record``)."""
         self.started_at = time.time()
         self._stopping = threading.Event()
+        self._api_reports: dict[int, dict[str, Any]] = {}
+        self._api_lock = threading.Lock()
+
+    @property
+    def tls(self) -> TLSManager | None:
+        """The main SIPS listener's manager (None without one)."""
+        main = self.sips_listeners.get("sips")
+        return main.tls if main is not None else None
 
     def start(self) -> None:
         """Bind every listener or raise (OSError / WardenError) with a clear message."""
         cfg = self.config
         sip = cfg.sip
-        if cfg.security.enable_tls and sip.tls_port:
-            self.tls = TLSManager.from_config(cfg.security)
-            log.info("%s", self.tls.describe())
-            self.tls.log_expiry()
+        for name, (port, manager) in _tls_managers(cfg).items():
+            self.sips_listeners[name] = SIPSListener(name, port, manager)
+            log.info("%s", manager.describe())
+            manager.log_expiry()
         self.store = Store(cfg.store.path)
         limits = ParserLimits(max_message_size=sip.max_message_size)
         self.media = MediaPlane(cfg.media.rtp_port_min, cfg.media.rtp_port_max)
@@ -79,7 +114,10 @@ class Service:
         self.engine = engine = Engine(
             self.store, realm=sip.realm, limits=limits, advertised_address=sip.advertised_address,
             digest_algorithms=sip.digest_algorithms,
-            registrar_policy=RegistrarPolicy(require_tls=cfg.security.require_tls),
+            registrar_policy=RegistrarPolicy(
+                require_tls=cfg.security.require_tls,
+                client_cert_binds_extension=cfg.security.tls_client_cert_binds_extension,
+            ),
             media=self.media, conference=self.conference, media_timeout=cfg.media.media_timeout,
         )
         engine.start()
@@ -95,11 +133,15 @@ class Service:
                                     handshake_timeout=sip.tls_handshake_timeout)
             self.tcp.start()
             engine.listen_ports["tcp"] = self.tcp.addresses[0][1]
-        if self.tls is not None:
-            self.sips = StreamServer(listeners(sip.tls_port), handler, context_factory=self._tls_context,
-                                     handshake_timeout=sip.tls_handshake_timeout, name="sips")
-            self.sips.start()
-            engine.listen_ports["tls"] = self.sips.addresses[0][1]
+        for lst in self.sips_listeners.values():
+            lst.server = StreamServer(listeners(lst.port), handler, context_factory=lst.context,
+                                      handshake_timeout=sip.tls_handshake_timeout, name=lst.name)
+            lst.server.start()
+            if lst.name == "sips":
+                self.sips = lst.server
+                engine.listen_ports["tls"] = self.sips.addresses[0][1]
+            else:
+                engine.listen_ports.setdefault("tls", lst.server.addresses[0][1])
         self.control = ControlServer(control_path(cfg))
         self._register_control_ops(self.control)
         self.control.start()
@@ -108,11 +150,6 @@ class Service:
             # reaches the PBX only through the control socket, so either side restarts alone
             self.api = APISupervisor(cfg.source, cfg)
             self.api.start()
-
-    def _tls_context(self) -> Any:
-        """The current server context: a reload may have replaced the manager."""
-        assert self.tls is not None
-        return self.tls.server_context()
 
     # -- control channel ----------------------------------------------------------------
 
@@ -124,21 +161,25 @@ class Service:
         server.register("calls.list", lambda args: engine.submit(engine.b2bua.snapshot))
         server.register("tls.stats", lambda args: self.tls_stats())
         server.register("sip.stats", lambda args: engine.submit(engine.counters.snapshot))
-        server.register("tls.record", self.record_handshakes)
-        server.register("metrics", lambda args: self.metrics())
         server.register("reload", lambda args: self.reload())
+        server.register("tls.api_report", self._api_handshakes_report)
+        server.register("metrics", lambda args: self.metrics())
 
     def status(self) -> dict[str, Any]:
         listeners = []
-        for name, srv in (("udp", self.udp), ("tcp", self.tcp), ("tls", self.sips)):
+        servers = [("udp", "udp", self.udp), ("tcp", "tcp", self.tcp)]
+        servers += [("tls", lst.name, lst.server) for lst in self.sips_listeners.values()]
+        for transport, name, srv in servers:
             if srv is not None:
-                listeners += [{"transport": name, "address": host, "port": port} for host, port in srv.addresses]
+                listeners += [{"transport": transport, "name": name, "address": host, "port": port}
+                              for host, port in srv.addresses]
         return {
             "version": __version__,
             "pid": os.getpid(),
             "uptime": round(time.time() - self.started_at, 1),
             "listeners": listeners,
             "tls": self.tls.report() if self.tls is not None else None,
+            "tls_listeners": {name: lst.tls.report() for name, lst in self.sips_listeners.items()},
             "media": {
                 "implementation": self.media.implementation if self.media is not None else None,
                 "rtp_ports_in_use": self.media.pool.in_use * 2 if self.media is not None else 0,
@@ -159,28 +200,60 @@ class Service:
 
     def tls_stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name, srv in (("sips", self.sips), ("tcp", self.tcp)):
+        servers = [(lst.name, lst.server) for lst in self.sips_listeners.values()] + [("tcp", self.tcp)]
+        for name, srv in servers:
             if srv is not None:
                 out[name] = {**srv.stats.snapshot(), "open_connections": srv.open_connections}
-        if self.config.api.enabled and self.config.api.ssl.enabled:
-            out["api"] = {**self.api_handshakes.snapshot(), "open_connections": None}
+                if name in self.sips_listeners:
+                    out[name]["profile"] = self.sips_listeners[name].tls.policy.name
+        api = self._api_stats()
+        if api is not None:
+            out["api"] = {**api, "profile": "fips" if self.config.security.fips_mode else self.config.api.ssl.profile}
         return out
 
-    def record_handshakes(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Control op ``tls.record``: add an API worker's handshake increments to the listener's totals."""
-        listener = args.get("listener")
-        if listener != "api":
-            raise ControlError(f"tls.record: unknown listener {listener!r} (only 'api' pushes its counts)", 400)
-        delta = {name: _counts(args.get(name, []), name, labels)
-                 for name, labels in (("handshakes", ("transport", "version", "cipher")),
-                                      ("failures", ("transport", "reason")),
-                                      ("deprecated", ("transport", "version")))}
-        self.api_handshakes.merge(delta)
-        return {"recorded": sum(c["count"] for items in delta.values() for c in items)}
+    def _api_handshakes_report(self, args: dict[str, Any]) -> dict[str, Any]:
+        """An API worker's cumulative handshake counts (``warden.api._handshakes``)."""
+        pid = args.get("pid")
+        ok, failed, deprecated = args.get("ok"), args.get("failed"), args.get("deprecated", [])
+        if not isinstance(pid, int) or not isinstance(ok, list) or not isinstance(failed, list) \
+                or not isinstance(deprecated, list):
+            raise ControlError("tls.api_report needs pid, ok and failed (and deprecated, a list)")
+        with self._api_lock:
+            self._api_reports[pid] = {"ok": ok, "failed": failed, "deprecated": deprecated}
+            if len(self._api_reports) > 256:  # workers come and go with reloads: keep the counts, bound the table
+                oldest = next(iter(self._api_reports))
+                merged = self._api_reports.pop(oldest)
+                self._api_reports.setdefault(0, {"ok": [], "failed": [], "deprecated": []})
+                for key in ("ok", "failed", "deprecated"):
+                    self._api_reports[0][key] += merged[key]
+        return {"stored": True}
+
+    def _api_stats(self) -> dict[str, Any] | None:
+        with self._api_lock:
+            reports = list(self._api_reports.values())
+        if not reports:
+            return None
+        stats = HandshakeStats(listener="api")
+        for report in reports:
+            for item in report["ok"]:
+                if isinstance(item, list) and len(item) == 3 and isinstance(item[2], int):
+                    stats.ok[("tls", str(item[0]), str(item[1]))] += item[2]
+            for item in report["failed"]:
+                if isinstance(item, list) and len(item) == 2 and isinstance(item[1], int):
+                    stats.failures[("tls", describe_failure(str(item[0])))] += item[1]
+            for item in report.get("deprecated", []):
+                if isinstance(item, list) and len(item) == 2 and isinstance(item[1], int):
+                    stats.deprecated[("tls", str(item[0])[:16])] += item[1]
+        return stats.snapshot()
 
     def listener_certificates(self) -> list[tuple[str, Any]]:
-        """``(listener, CertificateInfo)`` of every TLS listener this process serves."""
-        return [("sips", self.tls.certificate)] if self.tls is not None and self.sips is not None else []
+        """``(listener, CertificateInfo)`` of every certificate the SIPS listeners serve (RSA and ECDSA)."""
+        out = []
+        for lst in self.sips_listeners.values():
+            for info in (lst.tls.certificate, lst.tls.ecdsa_certificate):
+                if info is not None:
+                    out.append((lst.name, info))
+        return out
 
     def metrics(self) -> dict[str, Any]:
         """Control op ``metrics``: everything ``/metrics`` exposes about the PBX, in one call."""
@@ -195,7 +268,8 @@ class Service:
         certificates = []
         for listener, info in self.listener_certificates():
             level, _line = expiry_level(info)
-            certificates.append({"listener": listener, "subject": info.subject, "not_after": info.not_after.timestamp(),
+            certificates.append({"listener": listener, "subject": info.subject, "key_type": info.key_type,
+                                 "not_after": info.not_after.timestamp(),
                                  "expires_in_seconds": round(info.not_after.timestamp() - now, 1), "level": level})
         return {
             "uptime": round(now - self.started_at, 1),
@@ -225,17 +299,25 @@ class Service:
         old = self.config
         try:
             new = config_module.load(old.source)
-            tls = TLSManager.from_config(new.security) if new.security.enable_tls and new.sip.tls_port else None
+            managers = _tls_managers(new)
         except WardenError as exc:
             log.error("reload refused, keeping the running configuration: %s", str(exc).replace("\n", "; "))
             return {"reloaded": False, "error": str(exc)}
-        if tls is not None and self.tls is not None:
-            self.tls = tls  # listeners ask for the context per connection: new ones get it
-            log.info("%s", tls.describe())
-            tls.log_expiry()
+        # listeners ask for the context per connection: new ones get the new one, open ones keep theirs
+        for name, lst in self.sips_listeners.items():
+            if name in managers:
+                lst.tls = managers[name][1]
+                log.info("%s", lst.tls.describe())
+                lst.tls.log_expiry()
+        added = sorted(set(managers) - set(self.sips_listeners))
+        removed = sorted(set(self.sips_listeners) - set(managers))
+        moved = sorted(n for n, lst in self.sips_listeners.items() if n in managers and managers[n][0] != lst.port)
         restart = [key for key, a, b in (
             ("sip listeners", (old.sip.listen, old.sip.udp_port, old.sip.tcp_port, old.sip.tls_port),
              (new.sip.listen, new.sip.udp_port, new.sip.tcp_port, new.sip.tls_port)),
+            (f"sip.tls_listeners (added {', '.join(added)})", (), tuple(added)),
+            (f"sip.tls_listeners (removed {', '.join(removed)})", (), tuple(removed)),
+            (f"sip.tls_listeners (port of {', '.join(moved)})", (), tuple(moved)),
             ("sip.realm", old.sip.realm, new.sip.realm),
             ("api", (old.api.enabled, old.api.bind, old.api.port), (new.api.enabled, new.api.bind, new.api.port)),
             ("store.path", old.store.path, new.store.path),
@@ -248,7 +330,10 @@ class Service:
         if engine is not None:
             def apply() -> None:
                 engine.auth.algorithms = new.sip.digest_algorithms
-                engine.registrar.policy = replace(engine.registrar.policy, require_tls=new.security.require_tls)
+                engine.registrar.policy = replace(
+                    engine.registrar.policy, require_tls=new.security.require_tls,
+                    client_cert_binds_extension=new.security.tls_client_cert_binds_extension,
+                )
                 engine.b2bua.media_timeout = new.media.media_timeout
             engine.submit(apply)
         if self.conference is not None:
@@ -258,7 +343,7 @@ class Service:
         self.config = replace(
             new,
             sip=replace(new.sip, listen=old.sip.listen, udp_port=old.sip.udp_port, tcp_port=old.sip.tcp_port,
-                        tls_port=old.sip.tls_port, realm=old.sip.realm),
+                        tls_port=old.sip.tls_port, realm=old.sip.realm, tls_listeners=old.sip.tls_listeners),
             api=old.api, store=old.store,
             media=replace(new.media, rtp_port_min=old.media.rtp_port_min, rtp_port_max=old.media.rtp_port_max),
         )
@@ -272,7 +357,23 @@ class Service:
 
     def stop(self) -> None:
         """Close listeners and connections, then the engine and the store."""
-        for name in ("api", "control", "sips", "tcp", "udp"):
+        for name in ("api", "control"):
+            server = getattr(self, name)
+            if server is not None:
+                try:
+                    server.stop()
+                except Exception:
+                    log.exception("stopping %s failed", name)
+                setattr(self, name, None)
+        for lst in self.sips_listeners.values():
+            if lst.server is not None:
+                try:
+                    lst.server.stop()
+                except Exception:
+                    log.exception("stopping %s failed", lst.name)
+            lst.server = None
+        self.sips = None
+        for name in ("tcp", "udp"):
             server = getattr(self, name)
             if server is not None:
                 try:
@@ -333,28 +434,3 @@ class Service:
         finally:
             notify("STOPPING=1")
             self.stop()
-
-
-_MAX_PUSHED = 200
-_MAX_LABEL = 200
-
-
-def _counts(items: Any, name: str, labels: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Pushed counter increments, checked: string labels, non-negative int counts, bounded."""
-    if not isinstance(items, list) or len(items) > _MAX_PUSHED:
-        raise ControlError(f"tls.record: {name!r} must be a list of at most {_MAX_PUSHED} objects", 400)
-    out = []
-    for item in items:
-        if not isinstance(item, dict):
-            raise ControlError(f"tls.record: {name!r} items must be objects", 400)
-        count = item.get("count")
-        if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 1_000_000_000:
-            raise ControlError(f"tls.record: {name!r} count must be an integer 0..1e9, got {count!r}", 400)
-        entry: dict[str, Any] = {"count": count}
-        for label in labels:
-            value = item.get(label)
-            if not isinstance(value, str) or not value or len(value) > _MAX_LABEL:
-                raise ControlError(f"tls.record: {name!r} label {label!r} must be a string of 1..{_MAX_LABEL}", 400)
-            entry[label] = value
-        out.append(entry)
-    return out

@@ -1,9 +1,12 @@
 """The TLS policy every Warden listener and client uses.
 
-``TLSManager`` turns a certificate, a key and the FIPS switch into server and
-client ``SSLContext`` objects that all follow one policy: TLS 1.2 minimum and
-no maximum (so TLS 1.3 whenever the peer can), no compression, no
-renegotiation, server cipher order, ECDHE groups chosen here. It is a leaf:
+``TLSManager`` turns a certificate (optionally an RSA and an ECDSA one), a
+key, a profile and the FIPS switch into server and client ``SSLContext``
+objects that follow one profile (``POLICIES``: ``modern``, ``intermediate``,
+``legacy-phones``, ``fips``): never below TLS 1.2, no compression, no
+renegotiation, server cipher order, ECDHE groups chosen here, TLS 1.3 session
+tickets on and 0-RTT early data never accepted (it is replayable, and SIP
+REGISTER/INVITE are not idempotent). Each TLS listener has its own manager. It is a leaf:
 stdlib, ``cryptography`` and ``warden.errors`` only, so the SIPS transport,
 the API and outgoing clients can all import it.
 
@@ -33,7 +36,10 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from . import _libssl
 from .errors import CertificateError, TLSPolicyError
 
-__all__ = ["CertificateInfo", "TLSManager", "TLSPolicy", "POLICIES", "FIPS_TLS13_SUITES", "expiry_level", "inspect_certificate"]
+__all__ = [
+    "CertificateInfo", "TLSManager", "TLSPolicy", "POLICIES", "PROFILES", "FIPS_TLS13_SUITES", "VERIFY_CLIENT",
+    "expiry_level", "inspect_certificate",
+]
 
 log = logging.getLogger("warden.tls")
 
@@ -50,6 +56,19 @@ _FIPS_SIGALGS = ":".join(
     ]
 )
 _FIPS_CURVES = {"secp256r1", "secp384r1"}
+# ECDHE with AEAD only: forward secrecy and no CBC (Mozilla "intermediate" minus DHE).
+_ECDHE_AEAD = ":".join([
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+])
+# What older Yealink/Polycom/Avaya firmware offers: CBC with SHA-1/SHA-256 MACs,
+# with ECDHE first, then plain RSA key exchange. Never RC4, 3DES, export or NULL.
+_LEGACY_CBC = ":".join([
+    "ECDHE-ECDSA-AES128-SHA256", "ECDHE-RSA-AES128-SHA256", "ECDHE-ECDSA-AES256-SHA384", "ECDHE-RSA-AES256-SHA384",
+    "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA", "ECDHE-RSA-AES256-SHA",
+    "AES128-GCM-SHA256", "AES256-GCM-SHA384", "AES128-SHA256", "AES256-SHA256", "AES128-SHA", "AES256-SHA",
+])
 _WEAK_SIGNATURE_HASHES = {"md5", "sha1"}
 
 
@@ -69,12 +88,27 @@ class TLSPolicy:
     ecdsa_tls12_ciphers: str = ""
     """Put in front of ``tls12_ciphers`` when the key is ECDSA."""
     fips: bool = False
+    minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
+    """Never below TLS 1.2; ``modern`` raises it to 1.3."""
 
 
 POLICIES: dict[str, TLSPolicy] = {
+    "modern": TLSPolicy(
+        name="modern",
+        tls12_ciphers=_ECDHE_AEAD,  # for the client side only; servers refuse TLS 1.2
+        tls13_suites=ALL_TLS13_SUITES,
+        groups="X25519:P-256:P-384",
+        minimum_version=ssl.TLSVersion.TLSv1_3,
+    ),
     "intermediate": TLSPolicy(
         name="intermediate",
-        tls12_ciphers="HIGH:!aNULL:!eNULL:!EXPORT:!DES:!MD5:!PSK:!RC4",
+        tls12_ciphers=_ECDHE_AEAD,
+        tls13_suites=ALL_TLS13_SUITES,
+        groups="X25519:P-256:P-384",
+    ),
+    "legacy-phones": TLSPolicy(
+        name="legacy-phones",
+        tls12_ciphers=f"{_ECDHE_AEAD}:{_LEGACY_CBC}",
         tls13_suites=ALL_TLS13_SUITES,
         groups="X25519:P-256:P-384",
     ),
@@ -88,6 +122,13 @@ POLICIES: dict[str, TLSPolicy] = {
         fips=True,
     ),
 }
+PROFILES: tuple[str, ...] = tuple(POLICIES)
+"""The profile names a listener may ask for (``security.tls_profile`` etc.)."""
+VERIFY_CLIENT: dict[str, ssl.VerifyMode] = {
+    "none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED,
+}
+SESSION_TICKETS = 2
+"""TLS 1.3 tickets sent after a full handshake (OpenSSL's default), so a phone can resume."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,12 +293,16 @@ def fips_certificate_problems(info: CertificateInfo, chain: list[x509.Certificat
 
 
 class TLSManager:
-    """Builds, reports and reloads the TLS contexts of one policy.
+    """Builds, reports and reloads the TLS contexts of one listener's profile.
 
     Construction fails fast with ``CertificateError``/``TLSPolicyError`` whose
     message names the file or the rule. ``server_context()`` is safe to call
     from any thread; ``reload()`` swaps in new contexts atomically and keeps
     the old ones when the new files are bad.
+
+    Dual certificates: with ``ecdsa_cert_file``/``ecdsa_key_file`` both chains
+    are loaded into one context; OpenSSL then serves ECDSA to clients that
+    offer ECDSA signature algorithms / ECDHE-ECDSA suites and RSA to the rest.
     """
 
     def __init__(
@@ -269,56 +314,101 @@ class TLSManager:
         enforce_fips: bool = False,
         ca_file: str | os.PathLike[str] | None = None,
         policy: str | None = None,
+        ecdsa_cert_file: str | os.PathLike[str] | None = None,
+        ecdsa_key_file: str | os.PathLike[str] | None = None,
+        verify_client: str = "none",
+        client_ca_file: str | os.PathLike[str] | None = None,
+        listener: str = "sips",
     ) -> None:
         if enforce_fips and not fips_mode:
             raise TLSPolicyError("enforce_fips needs fips_mode")
         name = "fips" if fips_mode else (policy or "intermediate")
         if fips_mode and policy not in (None, "fips"):
-            raise TLSPolicyError(f"fips_mode forces the 'fips' policy; '{policy}' was asked for")
+            raise TLSPolicyError(f"{listener}: fips_mode forces the 'fips' profile; '{policy}' was asked for")
         if name not in POLICIES:
-            raise TLSPolicyError(f"unknown TLS policy '{name}' (known: {', '.join(POLICIES)})")
+            raise TLSPolicyError(f"{listener}: unknown TLS profile '{name}' (known: {', '.join(POLICIES)})")
+        if verify_client not in VERIFY_CLIENT:
+            raise TLSPolicyError(f"{listener}: verify_client must be one of {', '.join(VERIFY_CLIENT)}, got {verify_client!r}")
+        if verify_client != "none" and not client_ca_file:
+            raise TLSPolicyError(f"{listener}: verify_client {verify_client} needs a client CA file")
+        if bool(ecdsa_cert_file) != bool(ecdsa_key_file):
+            raise TLSPolicyError(f"{listener}: an ECDSA certificate needs both its certificate and its key file")
         self.policy = POLICIES[name]
+        self.listener = listener
         self.cert_file = os.fspath(cert_file)
         self.key_file = os.fspath(key_file)
+        self.ecdsa_cert_file = os.fspath(ecdsa_cert_file) if ecdsa_cert_file else None
+        self.ecdsa_key_file = os.fspath(ecdsa_key_file) if ecdsa_key_file else None
         self.ca_file = os.fspath(ca_file) if ca_file else None
+        self.verify_client = verify_client
+        self.client_ca_file = os.fspath(client_ca_file) if client_ca_file else None
         self.fips_mode = fips_mode
         self.enforce_fips = enforce_fips
         self._lock = threading.Lock()
         self.tls13_restricted = False
-        self.certificate, self._server = self._build()
+        self.ecdsa_certificate: CertificateInfo | None = None
+        self.certificate, self.ecdsa_certificate, self._server = self._build()
 
     @classmethod
     def from_config(cls, security: Any) -> "TLSManager":
-        """Build from a ``warden.config.SecurityConfig``."""
+        """The main SIPS listener's manager, from a ``warden.config.SecurityConfig``."""
         return cls(
             security.tls_cert_file,
             security.tls_key_file,
             security.fips_mode,
             enforce_fips=security.enforce_fips,
             ca_file=security.tls_ca_file or None,
+            policy=_asked(security, security, "tls_profile"),
+            ecdsa_cert_file=getattr(security, "tls_ecdsa_cert_file", "") or None,
+            ecdsa_key_file=getattr(security, "tls_ecdsa_key_file", "") or None,
+            verify_client=getattr(security, "tls_verify_client", "none"),
+            client_ca_file=getattr(security, "tls_client_ca_file", "") or None,
+        )
+
+    @classmethod
+    def for_listener(cls, cfg: Any, listener: Any) -> "TLSManager":
+        """An extra SIPS listener's manager (``sip.tls_listeners`` item); empty
+        fields fall back to ``security``'s."""
+        sec = cfg.security
+        own_cert = bool(listener.cert_file)
+        return cls(
+            listener.cert_file or sec.tls_cert_file,
+            listener.key_file or sec.tls_key_file,
+            sec.fips_mode,
+            enforce_fips=sec.enforce_fips,
+            ca_file=sec.tls_ca_file or None,
+            policy=_asked(sec, listener, "profile"),
+            # the listener's own RSA certificate does not inherit the main ECDSA one
+            ecdsa_cert_file=listener.ecdsa_cert_file or (None if own_cert else sec.tls_ecdsa_cert_file or None),
+            ecdsa_key_file=listener.ecdsa_key_file or (None if own_cert else sec.tls_ecdsa_key_file or None),
+            verify_client=listener.verify_client or sec.tls_verify_client,
+            client_ca_file=listener.client_ca_file or sec.tls_client_ca_file or None,
+            listener=listener.label,
         )
 
     @classmethod
     def for_api(cls, cfg: Any) -> "TLSManager":
-        """The admin API's manager: ``api.ssl`` files, ``security``'s policy."""
+        """The admin API's manager: ``api.ssl`` files and profile, ``security``'s FIPS switch."""
         return cls(
             cfg.api.ssl.cert_file,
             cfg.api.ssl.key_file,
             cfg.security.fips_mode,
             enforce_fips=cfg.security.enforce_fips,
             ca_file=cfg.security.tls_ca_file or None,
+            policy=_asked(cfg.security, cfg.api.ssl, "profile"),
+            listener="api",
         )
 
     # -- contexts --------------------------------------------------------------
 
-    def _apply_policy(self, ctx: ssl.SSLContext, key_type: str | None) -> bool:
+    def _apply_policy(self, ctx: ssl.SSLContext, key_types: set[str]) -> bool:
         """Set versions, ciphers and groups; return whether TLS 1.3 is as asked."""
         policy = self.policy
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.minimum_version = policy.minimum_version
         ctx.maximum_version = ssl.TLSVersion.MAXIMUM_SUPPORTED
         ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
         ciphers = policy.tls12_ciphers
-        if key_type == "EC" and policy.ecdsa_tls12_ciphers:
+        if "EC" in key_types and policy.ecdsa_tls12_ciphers:
             ciphers = f"{policy.ecdsa_tls12_ciphers}:{ciphers}"
         ctx.set_ciphers(ciphers)
         try:
@@ -332,24 +422,54 @@ class TLSManager:
         got = {c["name"] for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.3"}
         return bool(got) and got <= wanted
 
-    def _build(self) -> tuple[CertificateInfo, ssl.SSLContext]:
+    def _build(self) -> tuple[CertificateInfo, CertificateInfo | None, ssl.SSLContext]:
         info, chain = inspect_certificate(self.cert_file, self.key_file)
+        pairs = [(info, chain, self.cert_file, self.key_file)]
+        ecdsa_info = None
+        if self.ecdsa_cert_file and self.ecdsa_key_file:
+            ecdsa_info, ecdsa_chain = inspect_certificate(self.ecdsa_cert_file, self.ecdsa_key_file)
+            if ecdsa_info.key_type != "EC":
+                raise CertificateError(f"{self.ecdsa_cert_file} holds a {ecdsa_info.key_type} key, not an ECDSA one")
+            if info.key_type == "EC":
+                raise CertificateError(
+                    f"{self.cert_file} is already an ECDSA certificate; the second certificate must be the other "
+                    "kind (the main one RSA, the ECDSA one EC)"
+                )
+            pairs.append((ecdsa_info, ecdsa_chain, self.ecdsa_cert_file, self.ecdsa_key_file))
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        restricted = self._apply_policy(ctx, info.key_type)
+        restricted = self._apply_policy(ctx, {p[0].key_type for p in pairs})
         if self.policy.fips:
-            problems = fips_certificate_problems(info, chain)
+            problems = [p for pair in pairs for p in fips_certificate_problems(pair[0], pair[1])]
             if not restricted:
                 problems.insert(0, "the TLS 1.3 cipher suite restriction is not effective in this Python/OpenSSL")
             if problems and self.enforce_fips:
                 raise TLSPolicyError("enforce_fips: cannot enforce the FIPS policy: " + "; ".join(problems))
             for problem in problems:
                 log.warning("FIPS policy not fully enforced: %s", problem)
+        for _info, _chain, cert_file, key_file in pairs:
+            try:
+                ctx.load_cert_chain(cert_file, key_file)
+            except ssl.SSLError as exc:
+                raise CertificateError(f"OpenSSL rejected {cert_file} / {key_file}: {exc.reason or exc}") from None
+        if self.verify_client != "none":
+            assert self.client_ca_file is not None
+            _read(self.client_ca_file, "client CA file")
+            try:
+                ctx.load_verify_locations(self.client_ca_file)
+            except ssl.SSLError as exc:
+                raise CertificateError(f"client CA file is not a PEM CA bundle: {self.client_ca_file}: {exc.reason or exc}") from None
+            ctx.verify_mode = VERIFY_CLIENT[self.verify_client]
+        # TLS 1.3 resumption: tickets on (returning phones skip the certificate
+        # exchange); early data off, as 0-RTT requests can be replayed.
+        if hasattr(ctx, "num_tickets"):
+            ctx.num_tickets = SESSION_TICKETS
+        ctx.options &= ~ssl.OP_NO_TICKET
         try:
-            ctx.load_cert_chain(self.cert_file, self.key_file)
-        except ssl.SSLError as exc:
-            raise CertificateError(f"OpenSSL rejected {self.cert_file} / {self.key_file}: {exc.reason or exc}") from None
+            _libssl.set_max_early_data(ctx, 0)
+        except (_libssl.NativeTLSUnavailable, ssl.SSLError) as exc:
+            log.debug("cannot set max_early_data explicitly (OpenSSL's default is 0 already): %s", exc)
         self.tls13_restricted = restricted
-        return info, ctx
+        return info, ecdsa_info, ctx
 
     def server_context(self) -> ssl.SSLContext:
         """The current server context (a new one after each ``reload``)."""
@@ -360,7 +480,7 @@ class TLSManager:
         """A client context with the same policy, verifying against ``cafile``
         (default: the configured CA, else the system store)."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        self._apply_policy(ctx, None)
+        self._apply_policy(ctx, set())
         if verify:
             ca = os.fspath(cafile) if cafile else self.ca_file
             if ca:
@@ -374,16 +494,19 @@ class TLSManager:
 
     def log_expiry(self) -> None:
         """WARNING under 30 days, ERROR under 7 (or expired), so monitoring of the log sees it."""
-        level, line = expiry_level(self.certificate)
-        if level:
-            log.log(logging.ERROR if level == 2 else logging.WARNING, "certificate %s: %s", self.cert_file, line)
+        for info, file in ((self.certificate, self.cert_file), (self.ecdsa_certificate, self.ecdsa_cert_file)):
+            if info is None:
+                continue
+            level, line = expiry_level(info)
+            if level:
+                log.log(logging.ERROR if level == 2 else logging.WARNING, "certificate %s: %s", file, line)
 
     def reload(self) -> CertificateInfo:
-        """Re-read certificate and key; on any error keep the old context."""
-        info, ctx = self._build()
+        """Re-read certificates, keys and the client CA; on any error keep the old context."""
+        info, ecdsa_info, ctx = self._build()
         with self._lock:
-            self.certificate, self._server = info, ctx
-        log.info("TLS certificate reloaded: %s, expires %s", info.subject, info.not_after.date())
+            self.certificate, self.ecdsa_certificate, self._server = info, ecdsa_info, ctx
+        log.info("TLS certificate of %s reloaded: %s, expires %s", self.listener, info.subject, info.not_after.date())
         return info
 
     # -- reporting -------------------------------------------------------------
@@ -392,41 +515,71 @@ class TLSManager:
         """What is enforced, for logs and the API (no secrets)."""
         ctx = self.server_context()
         ciphers = ctx.get_ciphers()
-        info = self.certificate
+        try:
+            early_data: int | None = _libssl.get_max_early_data(ctx)
+        except _libssl.NativeTLSUnavailable:
+            early_data = None
         return {
+            "listener": self.listener,
             "policy": self.policy.name,
             "fips_mode": self.fips_mode,
             "enforce_fips": self.enforce_fips,
-            "minimum_version": "TLSv1.2",
+            "minimum_version": "TLSv1.3" if self.policy.minimum_version is ssl.TLSVersion.TLSv1_3 else "TLSv1.2",
             "maximum_version": "TLSv1.3" if ssl.HAS_TLSv1_3 else "TLSv1.2",
-            "tls12_ciphers": [c["name"] for c in ciphers if c["protocol"] == "TLSv1.2"],
+            "tls12_ciphers": [] if self.policy.minimum_version is ssl.TLSVersion.TLSv1_3
+            # CBC-SHA suites are labelled SSLv3/TLSv1.0 (their first version); they run in TLS 1.2 only here
+            else [c["name"] for c in ciphers if c["protocol"] != "TLSv1.3"],
             "tls13_suites": [c["name"] for c in ciphers if c["protocol"] == "TLSv1.3"],
             "tls13_restricted": self.tls13_restricted,
             "groups": self.policy.groups.split(":"),
+            "session_tickets": getattr(ctx, "num_tickets", None),
+            "max_early_data": early_data,
+            "verify_client": self.verify_client,
+            "client_ca_file": self.client_ca_file,
             "openssl": ssl.OPENSSL_VERSION,
-            "certificate": {
-                "file": self.cert_file,
-                "subject": info.subject,
-                "issuer": info.issuer,
-                "sans": list(info.sans),
-                "key_type": info.key_type,
-                "key_size": info.key_size,
-                "curve": info.curve,
-                "signature_hash": info.signature_hash,
-                "not_after": info.not_after.isoformat(),
-                "expires_in_days": round(info.expires_in_days, 1),
-                "chain_length": info.chain_length,
-            },
+            "certificate": _cert_report(self.cert_file, self.certificate),
+            "ecdsa_certificate": _cert_report(self.ecdsa_cert_file, self.ecdsa_certificate)
+            if self.ecdsa_certificate is not None else None,
         }
 
     def describe(self) -> str:
         """One log line summarising the policy."""
         r = self.report()
         c = r["certificate"]
+        versions = "TLS 1.3 only" if r["minimum_version"] == "TLSv1.3" else "TLS 1.2+ (1.3 preferred)"
+        extra = ""
+        if r["ecdsa_certificate"]:
+            e = r["ecdsa_certificate"]
+            extra += f"; ECDSA certificate {e['subject']} ({e['curve']})"
+        if self.verify_client != "none":
+            extra += f"; client certificates {self.verify_client} (CA {self.client_ca_file})"
         return (
-            f"TLS policy {r['policy']}: TLS 1.2+ (1.3 preferred), "
+            f"TLS on {self.listener}: profile {r['policy']}: {versions}, "
             f"{len(r['tls12_ciphers'])} TLS 1.2 ciphers, TLS 1.3 suites {','.join(r['tls13_suites'])}; "
             f"certificate {c['subject']} ({c['key_type']} {c['key_size']}) "
-            f"SANs {','.join(c['sans'])}, expires in {c['expires_in_days']:.0f} days"
+            f"SANs {','.join(c['sans'])}, expires in {c['expires_in_days']:.0f} days{extra}"
         )
 
+
+def _asked(security: Any, section: Any, key: str) -> str | None:
+    """The profile a config section asks for; None (meaning ``fips``) under
+    ``fips_mode``, whose other requests the config loader has already refused."""
+    if security.fips_mode:
+        return None
+    return getattr(section, key, None) or None
+
+
+def _cert_report(file: str | None, info: CertificateInfo) -> dict[str, Any]:
+    return {
+        "file": file,
+        "subject": info.subject,
+        "issuer": info.issuer,
+        "sans": list(info.sans),
+        "key_type": info.key_type,
+        "key_size": info.key_size,
+        "curve": info.curve,
+        "signature_hash": info.signature_hash,
+        "not_after": info.not_after.isoformat(),
+        "expires_in_days": round(info.expires_in_days, 1),
+        "chain_length": info.chain_length,
+    }

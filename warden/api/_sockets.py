@@ -25,11 +25,6 @@ returns :class:`GuardedSocket` (plain HTTP); the TLS context's
 over when gunicorn wraps the connection. TLS handshake failures (an old
 protocol version, a refused cipher, plain HTTP on the TLS port) are logged in
 one line and the connection closed, the same way on every gunicorn.
-
-Every handshake is counted (:mod:`warden.api.handshake_counts`): version and
-cipher when it completes, the reason when it fails, and the version a
-ClientHello offered when that is SSLv3/TLS 1.0/TLS 1.1 (logged at WARNING).
-The ClientHello is peeked before the handshake, within the same deadline.
 """
 
 from __future__ import annotations
@@ -42,15 +37,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from warden.handshakes import (
-    CLOSED_BEFORE_HELLO,
-    DEPRECATED_VERSIONS,
-    HELLO_PEEK_BYTES,
-    classify_handshake_error,
-    hello_version,
-)
+from warden import _libssl
+from warden.handshakes import DEPRECATED_VERSIONS, version_name
 
-from . import handshake_counts
+from ._handshakes import HANDSHAKES
 
 __all__ = [
     "PICKUP_GRACE",
@@ -72,6 +62,10 @@ REQUEST_TIMEOUT = 5.0
 PICKUP_GRACE = 0.5
 #: Seconds one send of a response may block on a client that does not read.
 SEND_TIMEOUT = 10.0
+
+
+# OpenSSL's reasons for an SSLv3/TLS 1.0/TLS 1.1 ClientHello (as warden.transport.telemetry maps them)
+_OLD_PROTOCOL = frozenset({"UNSUPPORTED_PROTOCOL", "UNKNOWN_PROTOCOL", "VERSION_TOO_LOW", "TLSV1_ALERT_PROTOCOL_VERSION"})
 
 
 def _peer(sock: socket.socket) -> str:
@@ -108,7 +102,7 @@ class _Deadline:
         remaining = max(self._warden_deadline, self._warden_picked + PICKUP_GRACE) - now
         if remaining <= 0:
             self._warden_expire(f"request not complete within {REQUEST_TIMEOUT:g} s")
-            self._warden_failed(TimeoutError())
+            self._warden_handshake_failed(None)
             return eof
         current = self.gettimeout()  # type: ignore[attr-defined]
         limit = remaining if current is None else min(current, remaining)
@@ -119,26 +113,28 @@ class _Deadline:
             if current is not None and current <= remaining:
                 raise  # the caller's own, shorter timeout
             self._warden_expire(f"request not complete within {REQUEST_TIMEOUT:g} s")
-            self._warden_failed(TimeoutError())
+            self._warden_handshake_failed(None)
             return eof
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             raise  # a non-blocking caller's business
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError) as exc:
             self._warden_dead = True
-            self._warden_failed(exc)
+            self._warden_handshake_failed(exc)
             return eof
         except ssl.SSLError as exc:
-            self._warden_expire(f"TLS error: {exc.reason or exc}")
-            self._warden_failed(exc)
+            self._warden_handshake_failed(exc)
+            if exc.reason in _OLD_PROTOCOL and _libssl.client_version(self) != 0x0303:  # type: ignore[arg-type]
+                self._warden_dead = True
+                log.warning("TLS handshake on api from %s failed: protocol too old (deprecated-protocol attempt, %s)",
+                            _peer(self), exc.reason)  # type: ignore[arg-type]
+            else:
+                self._warden_expire(f"TLS error: {exc.reason or exc}")
             return eof
-        except OSError as exc:
-            self._warden_failed(exc)
-            raise
         finally:
             self._warden_settimeout(current)
 
-    def _warden_failed(self, exc: BaseException) -> None:
-        """A read ended the connection (TLS sockets count a failed handshake)."""
+    def _warden_handshake_failed(self, exc: BaseException | None) -> None:
+        """Count a TLS handshake that failed (TLS sockets only; see GuardedSSLSocket)."""
 
     def _warden_settimeout(self, value: float | None) -> None:
         try:
@@ -203,78 +199,71 @@ class GuardedSSLSocket(_Deadline, ssl.SSLSocket):
             self._warden_arm()
         return self
 
-    _warden_counted: bool = False
-    """The handshake's outcome has been counted (it completed or failed)."""
-    _warden_offered: str | None = None
-    _warden_hello_empty: bool = False
-
-    def _warden_read(self, call: Callable[[], Any], eof: Any) -> Any:
-        if self._warden_counted:
-            return super()._warden_read(call, eof)
-
-        def first() -> Any:
-            if self._warden_offered is None:
-                self._warden_offered = self._warden_peek_hello()
-            return call()
-
-        result = super()._warden_read(first, eof)
-        self._warden_count_success()
-        return result
-
-    def _warden_count_success(self) -> bool:
-        """Count a completed handshake once; False if it has not completed."""
-        version = self.version()
-        if version is None:
-            return False
-        if not self._warden_counted:
-            self._warden_counted = True
-            cipher = self.cipher()
-            handshake_counts.record_success(version, cipher[0] if cipher else "?")
-        return True
-
-    def _warden_peek_hello(self) -> str:
-        """The version the ClientHello offers ("" if unknown); waits for it under the deadline."""
-        try:
-            data = socket.socket.recv(self, HELLO_PEEK_BYTES, socket.MSG_PEEK)
-        except TimeoutError:
-            raise
-        except OSError:
-            return ""
-        self._warden_hello_empty = not data
-        version = hello_version(data) or ""
-        if version in DEPRECATED_VERSIONS:
-            handshake_counts.record_deprecated(version)
-            log.warning("deprecated-protocol attempt: %s from %s", version, _peer(self))
-        return version
-
-    def _warden_failed(self, exc: BaseException) -> None:
-        # gunicorn 20.1 handshakes inside the first recv: a client that completes the
-        # handshake and resets at once fails the read, yet its handshake succeeded.
-        if self._warden_counted or self._warden_count_success():
-            return
-        self._warden_counted = True
-        reason = classify_handshake_error(exc)
-        if self._warden_hello_empty and reason == "closed during handshake":
-            reason = CLOSED_BEFORE_HELLO
-        handshake_counts.record_failure(reason)
-        if reason == "protocol too old":
-            offered = f" (client offered {self._warden_offered})" if self._warden_offered else ""
-            log.warning("TLS handshake from %s failed: %s%s", _peer(self), reason, offered)
-
     def do_handshake(self, block: bool = False) -> None:
+        error: list[BaseException] = []
+
         def handshake() -> None:
-            ssl.SSLSocket.do_handshake(self, block)
+            try:
+                ssl.SSLSocket.do_handshake(self, block)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise
+            except (ssl.SSLError, OSError) as exc:
+                error.append(exc)
+                raise
 
         sentinel = object()
         if self._warden_read(handshake, sentinel) is sentinel:
+            self._warden_handshake_failed(error[0] if error else None)
             # gunicorn closes quietly on ENOTCONN (a peer that went away).
             raise OSError(errno.ENOTCONN, "TLS handshake failed or timed out")
+        self._warden_handshake_done()
+
+    # Counted once per connection, whether gunicorn calls do_handshake (21+) or
+    # the handshake happens inside the first recv (20.1's wrap_socket path).
+    _warden_counted: bool = False
+
+    def _warden_handshake_done(self) -> None:
+        if not self._warden_counted and self.version():
+            self._warden_counted = True
+            cipher = self.cipher()
+            HANDSHAKES.succeeded(self.version() or "?", cipher[0] if cipher else "?")
+
+    def _warden_handshake_failed(self, exc: BaseException | None) -> None:
+        if self._warden_counted:
+            return
+        if self.version():
+            # done, then the read failed (20.1 shakes hands inside recv; a client may reset at once):
+            # the handshake succeeded, the error is the connection's
+            self._warden_handshake_done()
+            return
+        self._warden_counted = True
+        HANDSHAKES.failed(self._warden_failure(exc))
+        if isinstance(exc, ssl.SSLError) and exc.reason in _OLD_PROTOCOL:
+            name = version_name(_libssl.client_version(self))
+            if name != "TLSv1.2":
+                HANDSHAKES.deprecated(name if name in DEPRECATED_VERSIONS else "unknown")
+
+    def _warden_failure(self, exc: BaseException | None) -> str:
+        """The code sent to the PBX for a failed handshake."""
+        if exc is None:
+            return "timeout" if self._warden_dead else "eof"
+        if isinstance(exc, ssl.SSLError) and exc.reason and not isinstance(exc, ssl.SSLEOFError):
+            if exc.reason in _OLD_PROTOCOL and _libssl.client_version(self) == 0x0303:
+                return "TLS12_REFUSED"
+            return str(exc.reason)
+        return "eof"
 
     def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
-        return self._warden_read(lambda: ssl.SSLSocket.recv(self, buflen, flags), b"")  # type: ignore[no-any-return]
+        data = self._warden_read(lambda: ssl.SSLSocket.recv(self, buflen, flags), b"")
+        if not self._warden_counted:
+            self._warden_handshake_done()  # 20.1 shakes hands inside the first recv
+        return data  # type: ignore[no-any-return]
 
     def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
-        return self._warden_read(lambda: ssl.SSLSocket.recv_into(self, buffer, nbytes, flags), 0)  # type: ignore[arg-type, no-any-return]
+        n = self._warden_read(lambda: ssl.SSLSocket.recv_into(self, buffer, nbytes, flags), 0)  # type: ignore[arg-type]
+        if not self._warden_counted:
+            self._warden_handshake_done()
+        return n  # type: ignore[no-any-return]
 
     def send(self, data: Any, flags: int = 0) -> int:
         return self._warden_send(lambda: ssl.SSLSocket.send(self, data, flags))  # type: ignore[no-any-return]

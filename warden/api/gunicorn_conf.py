@@ -26,10 +26,6 @@ fields of 8190 bytes, bodies at 64 KiB (the app's 413); gunicorn's own error
 answers are problem objects too (:mod:`warden.api._gunicorn`). ``timeout`` (30 s)
 restarts a worker whose main loop hangs; ``graceful_timeout`` (10 s) bounds
 a stop.
-
-Handshake counts: each worker pushes its TLS handshake counts to the PBX
-(:mod:`warden.api.handshake_counts`), so ``/metrics`` totals survive worker
-restarts.
 """
 
 from __future__ import annotations
@@ -44,8 +40,8 @@ from typing import Any
 from warden import config as _config
 from warden.errors import WardenError
 
-from . import handshake_counts
 from ._gunicorn import install_gunicorn20_tls, install_problem_errors
+from ._handshakes import report_now, start_reporter
 from ._sockets import guard_context, guard_listeners
 
 
@@ -133,12 +129,19 @@ def on_starting(server: Any) -> None:
 
 
 def on_reload(server: Any) -> None:
-    """SIGHUP: re-read the API certificate before new workers start (a bad file keeps the old)."""
+    """SIGHUP: re-read the config's API certificate and profile before new workers
+    start (a bad file or config keeps the current ones)."""
+    global _tls
     if _tls is not None:
         try:
-            _tls.reload()
+            from warden.tls import TLSManager
+
+            cfg = _config.load(check_files=False)
+            _tls = TLSManager.for_api(cfg) if cfg.api.ssl.enabled else _tls
+            server.log.info("%s", _tls.describe())
         except WardenError as exc:
-            server.log.error("API certificate reload rejected, keeping the current one: %s", exc)
+            server.log.error("API TLS reload rejected, keeping the current certificate and profile: %s",
+                             str(exc).replace("\n", "; "))
 
 
 def post_worker_init(worker: Any) -> None:
@@ -149,12 +152,16 @@ def post_worker_init(worker: Any) -> None:
     if _tls is not None:
         from .pbx import control_path
 
-        handshake_counts.install(control_path(_cfg), "api")
+        start_reporter(control_path(_cfg))  # handshake counters into the PBX's tls.stats
+    if _tls is not None:
         patched = install_gunicorn20_tls(_context)
         if patched:
             worker.log.debug("gunicorn without the ssl_context hook: TLS via %s", ", ".join(patched))
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """Hand the last handshake counts to the PBX before the worker goes."""
-    handshake_counts.flush()
+    """A leaving worker reports its last handshake counts (the PBX keeps every worker's)."""
+    if _tls is not None:
+        from .pbx import control_path
+
+        report_now(control_path(_cfg))

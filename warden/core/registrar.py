@@ -42,6 +42,9 @@ class Origin:
     """Token of the TCP/TLS connection (None for UDP)."""
     tls_version: str | None = None
     tls_cipher: str | None = None
+    client_cert_names: tuple[str, ...] | None = None
+    """Identities in the verified TLS client certificate of the flow (CN,
+    ``sip:`` URI users); None when the phone presented no certificate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,9 @@ class RegistrarPolicy:
     """Refuse REGISTER that did not arrive over TLS (403)."""
     flow_timer: int = 30
     """Seconds between keep-alives we ask of RFC 5626 phones."""
+    client_cert_binds_extension: bool = False
+    """A REGISTER over a flow with a client certificate may only register an
+    extension the certificate names (403 otherwise); digest auth still applies."""
 
 
 class Registrar:
@@ -91,6 +97,11 @@ class Registrar:
         if not aor or result.username != aor:
             log.info("REGISTER from %s:%d: user %r may not register %r", origin.host, origin.port, result.username, aor)
             return make_response(req, 403, "Forbidden", to_tag=self._tag)
+        if policy.client_cert_binds_extension and origin.client_cert_names is not None \
+                and aor not in origin.client_cert_names:
+            log.warning("REGISTER from %s:%d for %s refused: its client certificate names %s",
+                        origin.host, origin.port, aor, ", ".join(origin.client_cert_names) or "nothing")
+            return make_response(req, 403, "Certificate Not For This Extension", to_tag=self._tag)
         if req.contact_wildcard:
             if req.expires != 0 or len(req.headers.get_all("Contact")) != 1:
                 return make_response(req, 400, "Wildcard Contact needs Expires: 0 alone", to_tag=self._tag)

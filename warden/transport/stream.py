@@ -25,16 +25,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from ..handshakes import CLOSED_BEFORE_HELLO, DEPRECATED_VERSIONS, HELLO_PEEK_BYTES, hello_version
-from .telemetry import HandshakeStats, classify_handshake_error
+from .. import _libssl
+from ..handshakes import DEPRECATED_VERSIONS, version_name
+from .telemetry import DEPRECATED_PROTOCOL, TLS12_REFUSED, HandshakeStats, classify_handshake_error
 
-__all__ = ["Connection", "StreamHandler", "StreamServer", "Listener"]
+__all__ = ["Connection", "StreamHandler", "StreamServer", "Listener", "certificate_names"]
 
 log = logging.getLogger("warden.transport.stream")
 
 _READ_SIZE = 65536
+_TLS1_2 = 0x0303
 _MAX_OUTPUT = 1 << 20  # bytes queued to a peer that does not read before we cut it off
 
 
@@ -72,15 +74,16 @@ class Connection:
     id: int = field(default_factory=lambda: next(_ids))
     tls_version: str | None = None
     cipher: str | None = None
+    listener: str = ""
+    """Name of the server that accepted it (``sips``, ``sips-5063``...)."""
+    peer_cert_names: tuple[str, ...] | None = None
+    """Identities in the peer's verified client certificate (CN, ``sip:`` URI
+    users, DNS names); None when the peer presented none."""
     opened_at: float = field(default_factory=time.monotonic)
     last_activity: float = field(default_factory=time.monotonic)
     established: bool = False
     closed: bool = False
     handshake_deadline: float = 0.0
-    offered_version: str | None = None
-    """Highest TLS version the ClientHello offered (peeked once; None if unknown)."""
-    _hello_peeked: bool = False
-    _hello_empty: bool = False
     _out: collections.deque[bytes] = field(default_factory=collections.deque, repr=False)
     _out_size: int = 0
 
@@ -216,11 +219,6 @@ class _IOWorker(threading.Thread):
     def _handshake(self, conn: Connection) -> None:
         sock = conn.sock
         assert isinstance(sock, ssl.SSLSocket)
-        if not conn._hello_peeked and not self._peek_hello(conn):
-            # Nothing from the client yet: a server handshake cannot progress, and letting
-            # OpenSSL read first would race the peek (the hello could arrive in between).
-            self.selector.modify(sock, selectors.EVENT_READ, conn)
-            return
         try:
             sock.do_handshake()
         except ssl.SSLWantReadError:
@@ -231,40 +229,29 @@ class _IOWorker(threading.Thread):
             return
         except (ssl.SSLError, OSError) as exc:
             reason = classify_handshake_error(exc)
-            if conn._hello_empty and reason == "closed during handshake":
-                reason = CLOSED_BEFORE_HELLO
+            offered = _libssl.client_version(sock) if reason == DEPRECATED_PROTOCOL else None
+            if reason == DEPRECATED_PROTOCOL and offered == _TLS1_2:
+                reason = TLS12_REFUSED  # a TLS 1.2 client at a TLS 1.3-only (modern) listener: not deprecated
             self.server.stats.failed("tls", reason)
-            level = logging.WARNING if reason == "protocol too old" else logging.INFO
-            offered = f"; client offered {conn.offered_version}" if conn.offered_version else ""
-            log.log(level, "TLS handshake from %s failed: %s (%s%s)", _fmt(conn.peer), reason, _detail(exc), offered)
+            if reason == DEPRECATED_PROTOCOL:
+                name = version_name(offered)
+                version = name if name in DEPRECATED_VERSIONS else "unknown"
+                self.server.stats.deprecated_attempt("tls", version)
+                log.warning("TLS handshake on %s from %s failed: %s (deprecated-protocol attempt, %s offered, %s)",
+                            self.server.name, _fmt(conn.peer), reason, version, _detail(exc))
+            else:
+                log.info("TLS handshake on %s from %s failed: %s (%s)", self.server.name, _fmt(conn.peer), reason,
+                         _detail(exc))
             self._close(conn, f"handshake failed: {reason}", notify=False)
             return
         conn.tls_version = sock.version()
         cipher = sock.cipher()
         conn.cipher = cipher[0] if cipher else None
+        peer_cert = sock.getpeercert()  # only ever a certificate that verified against the client CA
+        conn.peer_cert_names = certificate_names(peer_cert) if peer_cert else None
         self.server.stats.succeeded("tls", conn.tls_version or "?", conn.cipher or "?")
         log.debug("TLS from %s: %s %s", _fmt(conn.peer), conn.tls_version, conn.cipher)
         self._established(conn)
-
-    def _peek_hello(self, conn: Connection) -> bool:
-        """Note the version the ClientHello offers; count and warn when it is deprecated.
-
-        False when nothing has arrived yet (peek again when readable).
-        """
-        try:
-            data = socket.socket.recv(conn.sock, HELLO_PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:
-            conn._hello_peeked = True
-            return True  # gone: the handshake call says how
-        conn._hello_peeked = True
-        conn._hello_empty = not data
-        conn.offered_version = version = hello_version(data)
-        if version in DEPRECATED_VERSIONS:
-            self.server.stats.deprecated_attempt(conn.transport, version)
-            log.warning("deprecated-protocol attempt: %s from %s", version, _fmt(conn.peer))
-        return True
 
     def _established(self, conn: Connection) -> None:
         conn.established = True
@@ -370,7 +357,7 @@ class StreamServer:
         self.handshake_timeout = handshake_timeout
         self.max_connections = max_connections
         self.name = name
-        self.stats = HandshakeStats()
+        self.stats = HandshakeStats(listener=name)
         self._sockets: list[socket.socket] = []
         self._workers = [_IOWorker(self, i) for i in range(io_threads)]
         self._next_worker = itertools.cycle(self._workers)
@@ -469,10 +456,27 @@ class StreamServer:
                 peer=(addr[0], addr[1]),
                 local=sock.getsockname()[:2],
                 transport=self.transport,
+                listener=self.name,
                 worker=worker,
                 handshake_deadline=time.monotonic() + self.handshake_timeout,
             )
             worker.adopt(conn)
+
+
+def certificate_names(cert: dict[str, Any]) -> tuple[str, ...]:
+    """The identities a client certificate claims, as ``getpeercert()`` gives them:
+    subject CNs, the user part of ``sip:``/``sips:`` URI SANs, DNS SANs."""
+    names: list[str] = []
+    for rdn in cert.get("subject", ()):
+        names += [value for key, value in rdn if key == "commonName"]
+    for kind, value in cert.get("subjectAltName", ()):
+        if kind == "URI" and value.lower().startswith(("sip:", "sips:")):
+            rest = value.split(":", 1)[1]
+            if "@" in rest:
+                names.append(rest.split("@", 1)[0].split(";", 1)[0])
+        elif kind == "DNS":
+            names.append(value)
+    return tuple(dict.fromkeys(n for n in names if n))
 
 
 def _bind(lst: Listener, kind: int) -> socket.socket:

@@ -1,42 +1,88 @@
 """Counters of TLS handshakes, and failure reasons an admin understands.
 
-The reasons come from :func:`warden.handshakes.classify_handshake_error`.
-One :class:`HandshakeStats` per listener; the admin API's gunicorn workers
-count their own handshakes and push the increments to the PBX, which
-:meth:`HandshakeStats.merge` adds to the API listener's totals (so a worker
-restart loses nothing already pushed).
+OpenSSL's reasons (``UNSUPPORTED_PROTOCOL``, ``WRONG_VERSION_NUMBER``...) are
+mapped to a few plain phrases so logs and ``/metrics`` say *why* a phone
+failed: too old a protocol, no shared cipher, not TLS at all, a timeout.
 """
 
 from __future__ import annotations
 
 import collections
+import ssl
 import threading
 
-from ..handshakes import classify_handshake_error
+__all__ = ["DEPRECATED_PROTOCOL", "TLS12_REFUSED", "HandshakeStats", "classify_handshake_error", "describe_failure"]
 
-__all__ = ["MAX_KEYS", "HandshakeStats", "classify_handshake_error"]
+_REASONS = {
+    "UNSUPPORTED_PROTOCOL": "protocol too old",
+    "UNKNOWN_PROTOCOL": "protocol too old",
+    "VERSION_TOO_LOW": "protocol too old",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "protocol too old",
+    "NO_SHARED_CIPHER": "no shared cipher",
+    "NO_CIPHERS_AVAILABLE": "no shared cipher",
+    "NO_SUITABLE_KEY_SHARE": "no shared group",
+    "NO_SHARED_GROUPS": "no shared group",
+    "NO_SHARED_SIGNATURE_ALGORITHMS": "no shared signature algorithm",
+    "WRONG_VERSION_NUMBER": "not TLS",
+    "HTTP_REQUEST": "not TLS (plain HTTP)",
+    "HTTPS_PROXY_REQUEST": "not TLS (proxy request)",
+    "UNEXPECTED_MESSAGE": "not TLS",
+    "RECORD_LAYER_FAILURE": "not TLS",
+    "PACKET_LENGTH_TOO_LONG": "not TLS",
+    "TLSV1_ALERT_UNKNOWN_CA": "bad certificate (peer does not trust our CA)",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "bad certificate",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "bad certificate",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "bad certificate (expired)",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "client certificate missing",
+    "CERTIFICATE_VERIFY_FAILED": "bad client certificate",
+}
 
-#: Distinct label sets kept per counter; more are counted under ``other``
-#: (the labels come from peers and from pushed increments: never unbounded).
-MAX_KEYS = 500
+
+def describe_failure(code: str) -> str:
+    """The reason for an OpenSSL reason code (``UNSUPPORTED_PROTOCOL``) or one of
+    ``timeout``, ``eof``, ``TLS12_REFUSED``, as processes other than this one
+    (the API's workers) report them."""
+    special = {"timeout": "timeout", "eof": "closed during handshake", "TLS12_REFUSED": TLS12_REFUSED}
+    if code in special:
+        return special[code]
+    if code in _REASONS:
+        return _REASONS[code]
+    return "closed during handshake" if "EOF" in code else f"TLS error ({code.lower() or 'unknown'})"
 
 
-def _bump(counter: "collections.Counter[tuple[str, ...]]", key: tuple[str, ...], n: int,
-          fallback: tuple[str, ...]) -> None:
-    if key not in counter and len(counter) >= MAX_KEYS:
-        key = fallback
-    counter[key] += n
+def classify_handshake_error(exc: BaseException) -> str:
+    """A short reason for a failed handshake."""
+    if isinstance(exc, (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError)):
+        return "closed during handshake"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or ""
+        if reason in _REASONS:
+            return _REASONS[reason]
+        if "EOF" in str(exc) or reason == "UNEXPECTED_EOF_WHILE_READING":
+            return "closed during handshake"
+        return f"TLS error ({reason.lower() or 'unknown'})"
+    return "closed during handshake"
+
+
+DEPRECATED_PROTOCOL = "protocol too old"
+"""The reason of SSLv3/TLS 1.0/TLS 1.1 attempts, logged at WARNING as deprecated-protocol attempts."""
+TLS12_REFUSED = "TLS 1.2 refused (listener is TLS 1.3 only)"
+"""A TLS 1.2 client at a ``modern`` listener: refused, but not a deprecated protocol."""
 
 
 class HandshakeStats:
-    """Thread-safe handshake counters by (transport, version, cipher) and reason."""
+    """Thread-safe handshake counters by (transport, version, cipher) and reason,
+    of one listener (``listener``: ``sips``, ``sips-5063``, ``api``...)."""
 
-    def __init__(self) -> None:
+    def __init__(self, listener: str = "") -> None:
+        self.listener = listener
         self._lock = threading.Lock()
         self.ok: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.failures: collections.Counter[tuple[str, str]] = collections.Counter()
         self.deprecated: collections.Counter[tuple[str, str]] = collections.Counter()
-        """Handshakes attempted with SSLv3/TLS 1.0/TLS 1.1 (by the version offered), refused or not."""
+        """SSLv3/TLS 1.0/TLS 1.1 attempts by (transport, version the ClientHello offered)."""
 
     def succeeded(self, transport: str, version: str, cipher: str) -> None:
         with self._lock:
@@ -50,28 +96,20 @@ class HandshakeStats:
         with self._lock:
             self.deprecated[(transport, version)] += 1
 
-    def merge(self, delta: dict[str, list[dict[str, object]]]) -> None:
-        """Add increments in :meth:`snapshot`'s shape (already validated: str labels, int counts >= 0)."""
-        with self._lock:
-            for h in delta.get("handshakes", ()):
-                key = (str(h["transport"]), str(h["version"]), str(h["cipher"]))
-                _bump(self.ok, key, int(h["count"]), (key[0], "other", "other"))  # type: ignore[call-overload]
-            for f in delta.get("failures", ()):
-                key2 = (str(f["transport"]), str(f["reason"]))
-                _bump(self.failures, key2, int(f["count"]), (key2[0], "other"))  # type: ignore[call-overload]
-            for d in delta.get("deprecated", ()):
-                key3 = (str(d["transport"]), str(d["version"]))
-                _bump(self.deprecated, key3, int(d["count"]), (key3[0], "other"))  # type: ignore[call-overload]
-
     def snapshot(self) -> dict[str, list[dict[str, object]]]:
         """Plain data for the control channel and the API."""
         with self._lock:
             return {
                 "handshakes": [
-                    {"transport": t, "version": v, "cipher": c, "count": n} for (t, v, c), n in sorted(self.ok.items())
+                    {"listener": self.listener, "transport": t, "version": v, "cipher": c, "count": n}
+                    for (t, v, c), n in sorted(self.ok.items())
                 ],
-                "failures": [{"transport": t, "reason": r, "count": n} for (t, r), n in sorted(self.failures.items())],
+                "failures": [
+                    {"listener": self.listener, "transport": t, "reason": r, "count": n}
+                    for (t, r), n in sorted(self.failures.items())
+                ],
                 "deprecated": [
-                    {"transport": t, "version": v, "count": n} for (t, v), n in sorted(self.deprecated.items())
+                    {"listener": self.listener, "transport": t, "version": v, "count": n}
+                    for (t, v), n in sorted(self.deprecated.items())
                 ],
             }

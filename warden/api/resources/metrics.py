@@ -65,8 +65,9 @@ def _expiry_level(seconds: float) -> int:
     return 2 if days < EXPIRY_CRITICAL_DAYS else 1 if days < EXPIRY_WARNING_DAYS else 0
 
 
-def _certificate(out: Exposition, listener: str, subject: str, not_after: float, level: int, now: float) -> None:
-    labels = {"listener": listener, "subject": subject}
+def _certificate(out: Exposition, listener: str, subject: str, key_type: str, not_after: float, level: int,
+                 now: float) -> None:
+    labels = {"listener": listener, "subject": subject, "key_type": key_type}
     out.add("warden_tls_certificate_expiry_seconds", round(not_after - now, 1), labels)
     out.add("warden_tls_certificate_not_after_timestamp_seconds", not_after, labels)
     out.add("warden_tls_certificate_expiry_level", level, labels)
@@ -101,8 +102,8 @@ def _tls(out: Exposition, stats: Any) -> None:
             out.add("warden_tls_open_connections", n, {"listener": listener})
 
 
-def render(pbx: dict[str, Any] | None, api_certificate: dict[str, Any] | None, now: float) -> str:
-    """The exposition text for the PBX's ``metrics`` result (None: not running) and the API's certificate."""
+def render(pbx: dict[str, Any] | None, api_certificates: list[dict[str, Any]], now: float) -> str:
+    """The exposition text for the PBX's ``metrics`` result (None: not running) and the API's certificates."""
     out = Exposition()
     for name, type_, help_ in _FAMILIES:
         out.declare(name, type_, help_)
@@ -114,7 +115,8 @@ def render(pbx: dict[str, Any] | None, api_certificate: dict[str, Any] | None, n
         for c in _items(pbx.get("certificates")):
             not_after, level = _num(c.get("not_after")), _num(c.get("level"))
             if not_after is not None and level is not None:
-                _certificate(out, str(c.get("listener", "")), str(c.get("subject", "")), not_after, int(level), now)
+                _certificate(out, str(c.get("listener", "")), str(c.get("subject", "")), str(c.get("key_type", "")),
+                             not_after, int(level), now)
         registrations = pbx.get("registrations")
         if isinstance(registrations, dict):
             for transport, n in registrations.items():
@@ -138,14 +140,13 @@ def render(pbx: dict[str, Any] | None, api_certificate: dict[str, Any] | None, n
                           ("dropped", "warden_sip_messages_dropped_total")):
             if (count := _num(sip.get(key))) is not None:
                 out.add(name, count)
-    if api_certificate is not None:
+    for cert in api_certificates:
         try:
-            not_after = datetime.datetime.fromisoformat(str(api_certificate.get("not_after"))).timestamp()
+            not_after = datetime.datetime.fromisoformat(str(cert.get("not_after"))).timestamp()
         except ValueError:
-            not_after = None
-        if not_after is not None:
-            _certificate(out, "api", str(api_certificate.get("subject", "")), not_after,
-                         _expiry_level(not_after - now), now)
+            continue
+        _certificate(out, "api", str(cert.get("subject", "")), str(cert.get("key_type", "")), not_after,
+                     _expiry_level(not_after - now), now)
     return out.render()
 
 
@@ -157,7 +158,7 @@ def metrics() -> Response:
     running, result = current_app.extensions["warden.pbx"].try_call("metrics")
     cfg = current_app.extensions["warden.config"]
     report = current_app.extensions["warden.api_tls"]() if cfg.api.ssl.enabled else None
-    cert = report.get("certificate") if isinstance(report, dict) else None
+    certs = [report.get(key) for key in ("certificate", "ecdsa_certificate")] if isinstance(report, dict) else []
     body = render(result if running and isinstance(result, dict) else None,
-                  cert if isinstance(cert, dict) else None, time.time())
+                  [c for c in certs if isinstance(c, dict)], time.time())
     return Response(body, 200, content_type=CONTENT_TYPE)
