@@ -154,7 +154,8 @@ def test_metrics_text_from_the_pbx_answer(served: Served) -> None:
     reply = https(served.server.port, "GET", "/metrics", cafile=served.pki.ca, token=served.tokens["viewer"])
     assert reply.status == 200 and reply.headers["content-type"].startswith("text/plain; version=0.0.4")
     fams = parse(reply.body.decode())
-    assert fams["warden_tls_certificate_expiry_level"].get(listener="sips", subject='CN=a "quoted" \\ name') == 0
+    assert fams["warden_tls_certificate_expiry_level"].get(listener="sips", subject='CN=a "quoted" \\ name',
+                                                                 key_type="RSA") == 0
     assert fams["warden_sip_requests_received_total"].get(method="other") == 1  # the odd method is folded
     assert fams["warden_tls_handshake_failures_total"].get(listener="sips", reason="UNSUPPORTED_PROTOCOL") == 1
     assert fams["warden_tls_certificate_expiry_seconds"].total(listener="api") > 0  # the API's own certificate

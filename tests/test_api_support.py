@@ -117,7 +117,7 @@ class FakePBX:
         return {"uptime": 12.5, "tls": self.op_tls_stats(args), "registrations": {"udp": 0, "tcp": 0, "tls": 1},
                 "calls": 1, "sip": {"requests_received": {"REGISTER": 4, "FOO\"\n": 1},
                                     "responses_sent": {"200": 3, "401": 1}, "malformed": 0, "dropped": 0},
-                "certificates": [{"listener": "sips", "subject": 'CN=a "quoted" \\ name', "not_after": 1.9e9,
+                "certificates": [{"listener": "sips", "subject": 'CN=a "quoted" \\ name', "key_type": "RSA", "not_after": 1.9e9,
                                   "expires_in_seconds": 1e8, "level": 0}]}
 
     def op_tls_api_report(self, args: dict[str, Any]) -> Any:
