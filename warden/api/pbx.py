@@ -21,11 +21,11 @@ Operations the API calls, and the results it expects (JSON):
     ``{listener_name: {"handshakes": [{"transport", "version", "cipher",
     "count"}], "failures": [{"transport", "reason", "count"}],
     "deprecated": [{"transport", "version", "count"}],
-    "open_connections": int | null}}`` (``api`` included: see ``tls.record``).
-``tls.record`` (args ``{"listener": "api", "handshakes": [...],
-"failures": [...], "deprecated": [...]}``, increments in ``tls.stats``'s shape)
-    adds an API worker's handshake counts to the PBX's totals
-    (:mod:`warden.api.handshake_counts`); ``{"recorded": n}``.
+    "open_connections": int | null}}`` (``api`` included: see ``tls.api_report``).
+``tls.api_report`` (args ``{"pid": int, "ok": [[version, cipher, n]],
+"failed": [[openssl_code, n]], "deprecated": [[version, n]]}``, cumulative)
+    an API worker's handshake counts (:mod:`warden.api._handshakes`); the
+    PBX keeps every worker's last report; ``{"stored": true}``.
 ``metrics``
     ``{"uptime": s, "tls": tls.stats without ``tcp``, "certificates":
     [{"listener", "subject", "not_after", "expires_in_seconds", "level"}],
