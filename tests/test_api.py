@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import re
 import socket
 import sqlite3
 import ssl
@@ -120,7 +121,7 @@ def test_every_route_is_in_the_openapi_document_and_back(app: Any, client: Any) 
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
-        path = rule.rule.replace("<number>", "{number}")
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         served.setdefault(path, set()).update({m.lower() for m in rule.methods} - {"head", "options"})
     documented = {p: {m for m in ops if m != "parameters"} for p, ops in doc["paths"].items()}
     assert served == documented
