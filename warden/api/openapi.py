@@ -401,9 +401,10 @@ def _paths() -> dict[str, Any]:
             description="Bans live in the PBX's memory: a restart ends them.")},
         "/api/v1/bans/{address}": {
             "parameters": [{"name": "address", "in": "path", "required": True,
-                            "description": "the banned IPv4 or IPv6 address", "schema": {"type": "string"}}],
+                            "description": "the banned IPv4 or IPv6 address (anything else is 404)",
+                            "schema": {"type": "string"}}],
             "delete": _op("Lift a ban", {"204": {"description": "lifted: the address may talk SIP again"}},
-                          role="admin", errors=("BadRequest", "NotFound", "BadGateway", "ServiceUnavailable"),
+                          role="admin", errors=("NotFound", "BadGateway", "ServiceUnavailable"),
                           op_id="liftBan", tag="bans"),
         },
         "/api/v1/config/reload": {"post": _op(

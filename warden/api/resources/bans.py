@@ -39,8 +39,8 @@ def _item(raw: Any) -> dict[str, Any]:
 def _address(text: str) -> str:
     try:
         return str(ipaddress.ip_address(text.strip("[]")))
-    except ValueError:
-        raise APIProblem.invalid("address", "must be an IPv4 or IPv6 address") from None
+    except ValueError:  # no such resource: only IP addresses are ever banned
+        raise APIProblem(404, "no ban of that: not an IPv4 or IPv6 address") from None
 
 
 @bp.get("")
@@ -57,6 +57,6 @@ def list_bans() -> Response:
 @bp.delete("/<address>")
 @requires("admin")
 def lift_ban(address: str) -> Response:
-    """Lift the ban of ``address``: 204, or 404 when it is not banned."""
+    """Lift the ban of ``address``: 204, or 404 when it is not banned (or not an address)."""
     current_app.extensions["warden.pbx"].call_resource("bans.lift", address=_address(address))
     return Response(status=204)
