@@ -497,3 +497,25 @@ def test_silent_tls_and_slowloris_api_do_not_stop_a_phone_or_the_api(pki: PKI, p
             t.join(5)
         for s in silent:
             s.close()
+
+
+def test_reload_applies_abuse_settings_and_lifts_bans_of_newly_trusted(pki: PKI, pbx_factory: Any) -> None:
+    import signal
+
+    pbx = start_pbx(pki, pbx_factory)
+    with socket.create_connection(("127.0.0.1", pbx.tcp), timeout=5) as sock:
+        buf, call_id = bytearray(), secrets.token_hex(8)
+        for i in range(FAILURES):
+            _guess(sock, buf, 2 * i + 1, f"wrong-{i}", call_id)
+    assert not udp_answers(pbx, "127.0.0.1")
+    text = pbx.proc.config.read_text().replace("  trusted: []", "  trusted: [127.0.0.1/32]")
+    pbx.proc.config.write_text(text)
+    pbx.proc.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in pbx.output(), 10, "no reload")
+    assert "ban of 127.0.0.1 lifted" in pbx.output()
+    assert udp_answers(pbx, "127.0.0.1")
+    with socket.create_connection(("127.0.0.1", pbx.tcp), timeout=5) as sock:  # trusted: never banned again
+        buf, call_id = bytearray(), secrets.token_hex(8)
+        answers = [_guess(sock, buf, 2 * i + 1, f"wrong-{i}", call_id) for i in range(FAILURES + 2)]
+    assert [a.status if a else None for a in answers] == [401] * (FAILURES + 2)
+    assert pbx.cli("ban", "list").stdout.strip() == "no bans"
