@@ -90,6 +90,7 @@ class Engine:
         self.txl = TransactionLayer()
         nonces = NonceManager(secrets.token_bytes(32))
         self.auth = DigestAuthenticator(realm, nonces, self._lookup, digest_algorithms)
+        self.auth.on_wrong_guess = self._wrong_guess
         self.registrar = Registrar(store, self.auth, registrar_policy)
         self.b2bua = B2BUA(self, store, self.auth, domain=realm, media=media, conference=conference,
                            media_timeout=media_timeout)
@@ -378,17 +379,17 @@ class Engine:
         self.txl.send_response(txn, response, time.monotonic())
 
     def _watch_auth(self, txn: ServerTransaction, req: Request, response: Response) -> None:
-        """Tell the shield of failed digest answers (bans) and of proven phones (kept flows)."""
-        status, dest = response.status, txn.destination
-        if status == self.auth.status:
-            if req.headers.get(self.auth.credentials_header) is not None and not any(
-                    "stale=true" in v.lower() for v in response.headers.get_all(self.auth.challenge_header)):
-                self.shield.auth_failed(dest.host)
-        elif 200 <= status < 300 and req.method in ("REGISTER", "INVITE"):
+        """Tell the shield of proven phones (not shed under load; their flows never idle out)."""
+        if 200 <= response.status < 300 and req.method in ("REGISTER", "INVITE"):
+            dest = txn.destination
             self.shield.auth_succeeded(dest.host)
             conn = self.flows.get(str(dest.flow) if dest.flow else None)
             if conn is not None:
                 conn.keep = True
+
+    def _wrong_guess(self, peer: str) -> None:
+        if self.shield is not None:
+            self.shield.auth_failed(peer)  # enough of these ban the peer (warden.core.abuse)
 
     def send_stateless(self, response: Response, destination: Source) -> None:
         self.txl.send_stateless(response, destination)

@@ -10,7 +10,8 @@ share one guard) and the logging.
 
 Strategy: a *source* is one IP address, as the transport saw it.
 
-* Bans: ``auth_failures`` failed digest answers from one source within
+* Bans: ``auth_failures`` wrong digest answers (wrong password or unknown
+  user: :attr:`warden.sip.auth.DigestAuthenticator.on_wrong_guess`) from one source within
   ``auth_window`` seconds ban it for ``ban_time`` seconds. A banned source is
   answered nothing: its datagrams are dropped before they reach the engine and
   its connections are closed, so a scanner learns nothing and costs nothing.
