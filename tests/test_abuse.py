@@ -372,7 +372,9 @@ def test_connection_cap_per_source_and_idle_timeout(pki: PKI, pbx_factory: Any) 
 # --- floods ----------------------------------------------------------------------------------------
 
 
-def _flood(target: tuple[str, int], sources: list[str], seconds: float, sent: list[int]) -> None:
+def _flood(target: tuple[str, int], sources: list[str], seconds: float, sent: list[int],
+           rate: float | None = None) -> None:
+    """OPTIONS from ``sources`` in a tight loop, or paced to ``rate`` datagrams per second."""
     socks = []
     for host in sources:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -381,9 +383,13 @@ def _flood(target: tuple[str, int], sources: list[str], seconds: float, sent: li
         socks.append(s)
     payloads = [options(target, s.getsockname(), f"flood-{i}") for i, s in enumerate(socks)]
     n = 0
-    deadline = time.monotonic() + seconds
+    start = time.monotonic()
+    deadline = start + seconds
     try:
         while time.monotonic() < deadline:
+            if rate is not None and n > (time.monotonic() - start) * rate:
+                time.sleep(0.001)
+                continue
             for s, p in zip(socks, payloads):
                 for _ in range(20):
                     try:
@@ -427,8 +433,12 @@ def _probe(phone: UDPPhone, seconds: float, latencies: list[float], lost: list[i
         time.sleep(0.25)
 
 
-@pytest.mark.parametrize("sources", [1, 40], ids=["one-source", "40-sources"])
-def test_udp_flood_does_not_starve_a_registered_phone(pki: PKI, pbx_factory: Any, sources: int) -> None:
+@pytest.mark.parametrize(("sources", "rate"), [(1, None), (40, 30000.0)], ids=["one-source", "40-sources"])
+def test_udp_flood_does_not_starve_a_registered_phone(pki: PKI, pbx_factory: Any, sources: int,
+                                                      rate: float | None) -> None:
+    """One address flooding in a tight loop; or 40 addresses each under its rate limit, together
+    ten times what the engine handles (paced below what the receiving thread can read, so the
+    kernel's socket buffer is not what drops the phone's datagrams: that is not ours to fix)."""
     pbx = start_pbx(pki, pbx_factory)
     phone = UDPPhone(("127.0.0.1", pbx.udp), "1001", PASSWORD, bind="127.0.0.2")
     try:
@@ -437,7 +447,8 @@ def test_udp_flood_does_not_starve_a_registered_phone(pki: PKI, pbx_factory: Any
         sent: list[int] = []
         latencies: list[float] = []
         lost: list[int] = []
-        flood = threading.Thread(target=_flood, args=(("127.0.0.1", pbx.udp), flooders, 4.0, sent), daemon=True)
+        flood = threading.Thread(target=_flood, args=(("127.0.0.1", pbx.udp), flooders, 4.0, sent, rate),
+                                 daemon=True)
         probe = threading.Thread(target=_probe, args=(phone, 4.0, latencies, lost), daemon=True)
         flood.start()
         probe.start()
@@ -447,12 +458,20 @@ def test_udp_flood_does_not_starve_a_registered_phone(pki: PKI, pbx_factory: Any
         print(f"UDP flood from {sources} source(s): {sent[0]} datagrams in 4 s ({sent[0] / 4:.0f}/s); "
               f"phone OPTIONS answered {len(latencies)}, lost {len(lost)}, latency median "
               f"{statistics.median(latencies) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms")
+        after: list[float] = []
+        _probe(phone, 0.01, after, [])
+        print(f"  the next OPTIONS after the flood: {after[0] * 1000:.0f} ms" if after else "  unanswered after")
+        # every OPTIONS answered within the phone's retransmission schedule (8 s), most at once;
+        # unprotected, the median is seconds and the queue still holds the flood long after
         assert not lost, f"{len(lost)} OPTIONS never answered"
-        assert max(latencies) < 5.0, latencies
-        # and REGISTER still works right after
+        assert statistics.median(latencies) < 1.5, latencies
+        assert after and after[0] < 1.0, "the flood was still queued after it ended"
         assert phone.register().status == 200
         log = pbx.output()
-        assert "over 200 requests/s" in log or "engine backlog" in log, log[-2000:]
+        # one address meets its rate limit; forty within theirs overload the engine and are shed
+        assert ("over 200 requests/s" if sources == 1 else "dropped") in log, log[-2000:]
+        if sources > 1:
+            assert re.search(r"engine backlog \d+: dropped \d+ message\(s\) from unknown sources", log), log[-2000:]
         assert "Traceback" not in log
     finally:
         phone.close()

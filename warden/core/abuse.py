@@ -78,7 +78,7 @@ class AbusePolicy:
     """Messages a source may send at once before the rate applies."""
     max_connections_per_source: int = 100
     max_connections: int = 10000
-    shed_backlog: int = 2000
+    shed_backlog: int = 500
     """Engine backlog above which only known or trusted sources are admitted."""
     trusted: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     """Networks never banned, limited or shed."""
