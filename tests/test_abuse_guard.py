@@ -148,6 +148,17 @@ def test_tables_are_swept() -> None:
     assert len(g._buckets) == 1 and len(g._failures) == 0
 
 
+def test_tables_are_bounded_under_a_spoofed_flood(monkeypatch: pytest.MonkeyPatch) -> None:
+    import warden.core.abuse as abuse
+
+    monkeypatch.setattr(abuse, "_MAX_TRACKED", 50)
+    g = guard(requests_per_second=1, request_burst=1)
+    for i in range(500):
+        g.admit(f"10.0.{i // 250}.{i % 250}", 0.0)
+        g.auth_failed(f"10.0.{i // 250}.{i % 250}", 0.0)
+    assert len(g._buckets) == 50 and len(g._failures) == 50
+
+
 def test_reload_keeps_bans_but_lifts_newly_trusted() -> None:
     g = guard(auth_failures=1)
     g.auth_failed(ATTACKER, 0.0)

@@ -266,6 +266,8 @@ class AbuseGuard:
             return None
         bucket = self._buckets.get(address)
         if bucket is None:
+            if len(self._buckets) >= _MAX_TRACKED:  # a spoofed flood: forget the oldest
+                del self._buckets[next(iter(self._buckets))]
             bucket = self._buckets[address] = _Bucket(float(policy.request_burst), now)
         else:
             bucket.tokens = min(float(policy.request_burst), bucket.tokens + (now - bucket.stamp) * rate)
@@ -285,6 +287,8 @@ class AbuseGuard:
             return None
         times = self._failures.get(address)
         if times is None:
+            if len(self._failures) >= _MAX_TRACKED:
+                del self._failures[next(iter(self._failures))]
             times = self._failures[address] = collections.deque(maxlen=policy.auth_failures)
         times.append(now)
         while times and now - times[0] > policy.auth_window:
