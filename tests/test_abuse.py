@@ -538,3 +538,18 @@ def test_reload_applies_abuse_settings_and_lifts_bans_of_newly_trusted(pki: PKI,
         answers = [_guess(sock, buf, 2 * i + 1, f"wrong-{i}", call_id) for i in range(FAILURES + 2)]
     assert [a.status if a else None for a in answers] == [401] * (FAILURES + 2)
     assert pbx.cli("ban", "list").stdout.strip() == "no bans"
+
+
+def test_header_count_limit_is_configurable(pki: PKI, pbx_factory: Any) -> None:
+    pbx = start_pbx(pki, pbx_factory, abuse="  max_headers: 20\n")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.2", 0))
+        s.settimeout(3)
+        base = options(("127.0.0.1", pbx.udp), s.getsockname(), secrets.token_hex(6))
+        head, _ = base.split(b"\r\n\r\n", 1)
+        for extra, status in ((10, 200), (30, 400)):
+            data = head + b"".join(b"\r\nX-Filler-%d: x" % i for i in range(extra)) + b"\r\n\r\n"
+            s.sendto(data, ("127.0.0.1", pbx.udp))
+            reply = parse_message(s.recvfrom(65535)[0])
+            assert isinstance(reply, Response) and reply.status == status, reply
+    assert "more than 20 header fields" in pbx.output()

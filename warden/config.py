@@ -252,7 +252,7 @@ class AbuseConfig:
         "networks never banned, rate limited or capped per source (an office NAT, a local proxy)",
     )
     auth_failures: int = _setting(
-        10, _int(0, 10000), "failed digest authentications from one address that ban it (0: never ban)"
+        10, _int(0, 10000), "wrong passwords or unknown users (digest answers) from one address that ban it (0: never ban)"
     )
     auth_window: float = _setting(60.0, _float(1, 86400), "seconds over which auth_failures are counted")
     ban_time: float = _setting(
