@@ -159,6 +159,40 @@ def test_tables_are_bounded_under_a_spoofed_flood(monkeypatch: pytest.MonkeyPatc
     assert len(g._buckets) == 50 and len(g._failures) == 50
 
 
+def test_an_ipv6_attacker_is_one_source_per_64() -> None:
+    g = guard(auth_failures=3, requests_per_second=1, request_burst=2, max_connections_per_source=2)
+    for i in range(3):  # a fresh address for every guess does not help
+        g.auth_failed(f"2001:db8:1:2::{i + 1:x}", 0.0)
+    assert [b.address for b in g.bans(1.0)] == ["2001:db8:1:2::/64"]
+    assert g.banned("2001:db8:1:2:ffff::9", 1.0) and not g.banned("2001:db8:1:3::1", 1.0)
+    assert g.admit("2001:db8:1:2::77", 1.0) == "banned"
+    assert g.lift("2001:db8:1:2::abc")  # any address in it lifts the /64
+    assert g.bans(1.0) == []
+    assert [g.admit(f"2001:db8:9::{i}", 1.0) for i in range(1, 4)] == [None, None, "rate limited"]
+    assert g.open_connection("2001:db8:7::1", 1.0) is None and g.open_connection("2001:db8:7::2", 1.0) is None
+    assert g.open_connection("2001:db8:7::3", 1.0) is not None
+    assert g.connections("2001:db8:7::99") == 2
+    g.close_connection("2001:db8:7::1")
+    assert g.connections("2001:db8:7::2") == 1
+    assert g.source("::1") == "::1" and g.source("192.0.2.1") == "192.0.2.1"
+
+
+def test_ipv6_prefix_128_is_per_address() -> None:
+    g = guard(auth_failures=2, ipv6_prefix=128)
+    g.auth_failed("2001:db8::1", 0.0)
+    g.auth_failed("2001:db8::2", 0.0)
+    assert g.bans(1.0) == []
+    g.auth_failed("2001:db8::2", 0.0)
+    assert [b.address for b in g.bans(1.0)] == ["2001:db8::2"]
+
+
+def test_reload_lifts_a_banned_64_inside_a_newly_trusted_network() -> None:
+    g = guard(auth_failures=1)
+    g.auth_failed("2001:db8:1:2::1", 0.0)
+    g.update(AbusePolicy(auth_failures=1, trusted=("2001:db8::/32",)))
+    assert g.bans(1.0) == []
+
+
 def test_reload_keeps_bans_but_lifts_newly_trusted() -> None:
     g = guard(auth_failures=1)
     g.auth_failed(ATTACKER, 0.0)
@@ -169,12 +203,13 @@ def test_reload_keeps_bans_but_lifts_newly_trusted() -> None:
 
 @pytest.mark.parametrize(("text", "canonical"), [
     ("127.0.0.1", "127.0.0.1"), ("[::1]", "::1"), ("2001:DB8:0:0::1", "2001:db8::1"), (" 10.0.0.1 ", "10.0.0.1"),
+    ("2001:DB8::1/64", "2001:db8::/64"), ("10.1.2.3/8", "10.0.0.0/8"),
 ])
 def test_normalize_address(text: str, canonical: str) -> None:
     assert normalize_address(text) == canonical
 
 
-@pytest.mark.parametrize("text", ["", "example.org", "10.0.0.0/8", "1.2.3.4:5060", "::g"])
+@pytest.mark.parametrize("text", ["", "example.org", "1.2.3.4:5060", "::g", "10.0.0.0/33", "[::1]/64"])
 def test_normalize_address_refuses(text: str) -> None:
     with pytest.raises(ValueError):
         normalize_address(text)

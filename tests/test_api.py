@@ -400,6 +400,9 @@ def test_bans_are_listed_for_viewers_and_lifted_by_admins(client: Any, pbx: Fake
     assert ("bans.lift", {"address": "203.0.113.7"}) in pbx.calls
     assert client.get("/api/v1/bans", headers=viewer).json == {"items": [], "total": 0}
     problem(client.delete("/api/v1/bans/203.0.113.7", headers=admin), 404)
+    pbx.bans.add("2001:db8:1:2::/64")
+    assert client.delete("/api/v1/bans/2001:db8:1:2::/64", headers=admin).status_code == 204
+    assert ("bans.lift", {"address": "2001:db8:1:2::/64"}) in pbx.calls
     pbx.op_bans_list = lambda args: [{"address": "203.0.113.7"}]  # type: ignore[method-assign]
     problem(client.get("/api/v1/bans", headers=viewer), 502)
 

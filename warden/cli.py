@@ -355,7 +355,8 @@ def _add_ban_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_ban_list)
     p = ban.add_parser("lift", help="lift the ban of an address (it may talk SIP again at once)")
-    p.add_argument("address", metavar="ADDRESS", help="the banned IPv4 or IPv6 address")
+    p.add_argument("address", metavar="ADDRESS",
+                   help="a banned IPv4 address or IPv6 /64 (2001:db8:1:2::/64), or an address in one")
     p.set_defaults(func=cmd_ban_lift)
 
 

@@ -252,18 +252,18 @@ class AbuseConfig:
         "networks never banned, rate limited or capped per source (an office NAT, a local proxy)",
     )
     auth_failures: int = _setting(
-        10, _int(0, 10000), "wrong passwords or unknown users (digest answers) from one address that ban it (0: never ban)"
+        10, _int(0, 10000), "wrong passwords or unknown users (digest answers) from one source (IPv4 address or IPv6 /64) that ban it (0: never ban)"
     )
     auth_window: float = _setting(60.0, _float(1, 86400), "seconds over which auth_failures are counted")
     ban_time: float = _setting(
-        600.0, _float(1, 30 * 86400), "seconds a banned address gets no answer at all (bans end at a restart)"
+        600.0, _float(1, 30 * 86400), "seconds a banned source gets no answer at all (bans end at a restart)"
     )
     requests_per_second: float = _setting(
-        200.0, _float(0, 1e6), "SIP messages per second one address may send, sustained (0: no limit)"
+        200.0, _float(0, 1e6), "SIP messages per second one source may send, sustained (0: no limit)"
     )
-    request_burst: int = _setting(1000, _int(1, 10**6), "SIP messages one address may send at once")
+    request_burst: int = _setting(1000, _int(1, 10**6), "SIP messages one source may send at once")
     max_connections_per_source: int = _setting(
-        100, _int(1, 10**6), "open SIP TCP/TLS connections per address"
+        100, _int(1, 10**6), "open SIP TCP/TLS connections per source"
     )
     max_connections: int = _setting(10000, _int(1, 10**6), "open SIP TCP/TLS connections in all")
     idle_timeout: float = _setting(

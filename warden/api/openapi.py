@@ -241,7 +241,7 @@ _SCHEMAS: dict[str, Any] = {
         "listeners": {"type": "object", "additionalProperties": _ref("ListenerTLSStats")},
     }),
     "Ban": _obj({
-        "address": {"type": "string", "description": "the banned IPv4 or IPv6 address"},
+        "address": {"type": "string", "description": "the banned IPv4 address or IPv6 /64 (`2001:db8:1:2::/64`)"},
         "reason": {"type": "string", "description": "e.g. `10 failed authentications within 60 s`"},
         "banned_at": {"type": "number", "description": "epoch seconds"},
         "expires_at": {"type": "number", "description": "epoch seconds"},
@@ -401,7 +401,8 @@ def _paths() -> dict[str, Any]:
             description="Bans live in the PBX's memory: a restart ends them.")},
         "/api/v1/bans/{address}": {
             "parameters": [{"name": "address", "in": "path", "required": True,
-                            "description": "the banned IPv4 or IPv6 address (anything else is 404)",
+                            "description": "a banned IPv4 address or IPv6 /64, or an address in one "
+                                           "(anything else is 404)",
                             "schema": {"type": "string"}}],
             "delete": _op("Lift a ban", {"204": {"description": "lifted: the address may talk SIP again"}},
                           role="admin", errors=("NotFound", "BadGateway", "ServiceUnavailable"),

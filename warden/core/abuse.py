@@ -8,7 +8,10 @@ for the caller to log. The transports call it through
 :class:`warden.transport.shield.Shield`, which adds the lock (several threads
 share one guard) and the logging.
 
-Strategy: a *source* is one IP address, as the transport saw it.
+Strategy: a *source* is one IPv4 address, or one IPv6 /64 (``ipv6_prefix``):
+anyone with IPv6 holds a whole /64 and could step to a fresh address for every
+guess. Bans, buckets and connection counts are per source; ``trusted`` is
+checked against the address itself.
 
 * Bans: ``auth_failures`` wrong digest answers (wrong password or unknown
   user: :attr:`warden.sip.auth.DigestAuthenticator.on_wrong_guess`) from one source within
@@ -60,8 +63,12 @@ _MAX_TRACKED = 100_000
 
 
 def normalize_address(text: str) -> str:
-    """The canonical form of an IP address (``[::1]`` -> ``::1``); ValueError if it is none."""
-    return str(ipaddress.ip_address(text.strip().strip("[]")))
+    """The canonical form of an IP address (``[::1]`` -> ``::1``) or network
+    (``2001:DB8::1/64`` -> ``2001:db8::/64``); ValueError if it is neither."""
+    text = text.strip()
+    if "/" in text:
+        return str(ipaddress.ip_network(text, strict=False))
+    return str(ipaddress.ip_address(text.strip("[]")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +89,8 @@ class AbusePolicy:
     """Engine backlog above which only known or trusted sources are admitted."""
     trusted: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     """Networks never banned, limited or shed."""
+    ipv6_prefix: int = 64
+    """IPv6 addresses in one network of this length are one source (128: each address)."""
 
     def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return tuple(ipaddress.ip_network(n, strict=False) for n in self.trusted)
@@ -188,7 +197,7 @@ class AbuseGuard:
         self.open_connections = 0
         self._notices: dict[tuple[str, str], _Notice] = {}
         self._events: list[Event] = []
-        self._trusted_cache: dict[str, bool] = {}
+        self._class_cache: dict[str, tuple[bool, str]] = {}
         self._networks = self.policy.networks()
         self._next_sweep = 0.0
 
@@ -196,26 +205,45 @@ class AbuseGuard:
         """Apply a reloaded policy; bans, counts and buckets carry over."""
         self.policy = policy
         self._networks = policy.networks()
-        self._trusted_cache.clear()
-        for address in [a for a in self._bans if self.trusted(a)]:
-            self.lift(address)
+        self._class_cache.clear()
+        for key in [k for k in self._bans if self._key_trusted(k)]:
+            self.lift(key)
 
     # -- queries ------------------------------------------------------------------------
 
     def trusted(self, address: str) -> bool:
-        cached = self._trusted_cache.get(address)
+        return self._classify(address)[0]
+
+    def source(self, address: str) -> str:
+        """The source ``address`` belongs to: itself, or its IPv6 network (``2001:db8::/64``)."""
+        return self._classify(address)[1]
+
+    def _classify(self, address: str) -> tuple[bool, str]:
+        cached = self._class_cache.get(address)
         if cached is None:
             try:
                 ip = ipaddress.ip_address(address)
-                cached = any(ip in net for net in self._networks)
             except ValueError:
-                cached = False
-            if len(self._trusted_cache) > _MAX_TRACKED:
-                self._trusted_cache.clear()
-            self._trusted_cache[address] = cached
+                cached = (False, address)
+            else:
+                key = address
+                prefix = self.policy.ipv6_prefix
+                if ip.version == 6 and prefix < 128 and not ip.is_loopback:
+                    key = str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+                cached = (any(ip in net for net in self._networks), key)
+            if len(self._class_cache) > _MAX_TRACKED:
+                self._class_cache.clear()
+            self._class_cache[address] = cached
         return cached
 
+    def _key_trusted(self, key: str) -> bool:
+        if "/" not in key:
+            return self.trusted(key)
+        net = ipaddress.ip_network(key)
+        return any(net.version == t.version and net.subnet_of(t) for t in self._networks)  # type: ignore[arg-type]
+
     def banned(self, address: str, now: float) -> bool:
+        address = self.source(address)
         ban = self._bans.get(address)
         if ban is None:
             return False
@@ -235,7 +263,7 @@ class AbuseGuard:
 
     def known(self, address: str, now: float) -> bool:
         """Whether ``address`` authenticated successfully within the last hour."""
-        seen = self._known.get(address)
+        seen = self._known.get(self.source(address))
         return seen is not None and now - seen < _KNOWN_FOR
 
     # -- inputs ------------------------------------------------------------------------
@@ -246,6 +274,7 @@ class AbuseGuard:
         ``backlog`` is how much work already waits for the engine.
         """
         self._sweep(now)
+        trusted, address = self._classify(address)
         if self._bans:
             ban = self._bans.get(address)
             if ban is not None:
@@ -253,10 +282,11 @@ class AbuseGuard:
                     ban.dropped += 1
                     return "banned"
                 self._end(address, "expired")
-        if self.trusted(address):
+        if trusted:
             return None
         policy = self.policy
-        if backlog > policy.shed_backlog and not self.known(address, now):
+        seen = self._known.get(address)
+        if backlog > policy.shed_backlog and (seen is None or now - seen >= _KNOWN_FOR):
             notice = self._notice("overload", "*", now)
             if notice is not None:
                 self._events.append(Overloaded(backlog, notice))
@@ -285,6 +315,7 @@ class AbuseGuard:
         policy = self.policy
         if policy.auth_failures <= 0 or self.trusted(address) or self.banned(address, now):
             return None
+        address = self.source(address)
         times = self._failures.get(address)
         if times is None:
             if len(self._failures) >= _MAX_TRACKED:
@@ -301,20 +332,24 @@ class AbuseGuard:
 
     def auth_succeeded(self, address: str, now: float) -> None:
         """A source proved it holds a password: it is a known phone (not shed under load)."""
+        address = self.source(address)
         if address not in self._known and len(self._known) >= _MAX_TRACKED:
             self._known.pop(next(iter(self._known)))
         self._known[address] = now
 
     def ban(self, address: str, now: float, duration: float, reason: str) -> Ban | None:
-        """Ban ``address`` (not when trusted); announced by a :class:`Banned` event."""
+        """Ban ``address``'s source (not when trusted); announced by a :class:`Banned` event."""
         if self.trusted(address):
             return None
+        address = self.source(address)
         ban = self._bans[address] = Ban(address, reason, now, now + duration)
         self._events.append(Banned(address, reason, duration))
         return ban
 
     def lift(self, address: str) -> bool:
-        """End a ban early; False if ``address`` is not banned."""
+        """End a ban early (of a source, or of the source an address is in); False if none."""
+        if address not in self._bans:
+            address = self.source(address)
         if address not in self._bans:
             return False
         self._end(address, "lifted")
@@ -323,12 +358,13 @@ class AbuseGuard:
     def open_connection(self, address: str, now: float) -> str | None:
         """A TCP/TLS connection was accepted: None to keep it (counted), else why to close it."""
         reason: str | None = None
+        trusted, address = self._classify(address)
         if self.banned(address, now):
             self._bans[address].dropped += 1
             reason = "banned"
         elif self.open_connections >= self.policy.max_connections:
             reason = f"total connection limit {self.policy.max_connections} reached"
-        elif not self.trusted(address) and self._connections.get(address, 0) >= self.policy.max_connections_per_source:
+        elif not trusted and self._connections.get(address, 0) >= self.policy.max_connections_per_source:
             reason = f"connection limit {self.policy.max_connections_per_source} per source reached"
         if reason is not None:
             if reason != "banned":
@@ -342,6 +378,7 @@ class AbuseGuard:
 
     def close_connection(self, address: str) -> None:
         """A connection that :meth:`open_connection` admitted has closed."""
+        address = self.source(address)
         count = self._connections.get(address, 0) - 1
         if count > 0:
             self._connections[address] = count
@@ -350,7 +387,7 @@ class AbuseGuard:
         self.open_connections = max(0, self.open_connections - 1)
 
     def connections(self, address: str) -> int:
-        return self._connections.get(address, 0)
+        return self._connections.get(self.source(address), 0)
 
     def events(self) -> list[Event]:
         """What happened since the last call (and forget it)."""

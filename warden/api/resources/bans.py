@@ -38,9 +38,11 @@ def _item(raw: Any) -> dict[str, Any]:
 
 def _address(text: str) -> str:
     try:
+        if "/" in text:
+            return str(ipaddress.ip_network(text, strict=False))
         return str(ipaddress.ip_address(text.strip("[]")))
-    except ValueError:  # no such resource: only IP addresses are ever banned
-        raise APIProblem(404, "no ban of that: not an IPv4 or IPv6 address") from None
+    except ValueError:  # no such resource: only addresses and IPv6 /64s are ever banned
+        raise APIProblem(404, "no ban of that: not an IP address or network") from None
 
 
 @bp.get("")
@@ -54,9 +56,10 @@ def list_bans() -> Response:
     return json_response({"items": items, "total": len(items)})
 
 
-@bp.delete("/<address>")
+@bp.delete("/<path:address>")
 @requires("admin")
 def lift_ban(address: str) -> Response:
-    """Lift the ban of ``address``: 204, or 404 when it is not banned (or not an address)."""
+    """Lift the ban of ``address`` (or of the IPv6 /64 it is in, or of ``2001:db8::/64``):
+    204, or 404 when it is not banned (or not an address)."""
     current_app.extensions["warden.pbx"].call_resource("bans.lift", address=_address(address))
     return Response(status=204)
