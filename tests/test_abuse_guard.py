@@ -175,6 +175,7 @@ def test_an_ipv6_attacker_is_one_source_per_64() -> None:
     g.close_connection("2001:db8:7::1")
     assert g.connections("2001:db8:7::2") == 1
     assert g.source("::1") == "::1" and g.source("192.0.2.1") == "192.0.2.1"
+    assert g.source("::ffff:192.0.2.1") == "192.0.2.1" and g.source("fe80::1%eth0") == "fe80::/64"
 
 
 def test_ipv6_prefix_128_is_per_address() -> None:

@@ -228,7 +228,9 @@ class AbuseGuard:
             else:
                 key = address
                 prefix = self.policy.ipv6_prefix
-                if ip.version == 6 and prefix < 128 and not ip.is_loopback:
+                if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                    key = str(ip.ipv4_mapped)  # ::ffff:192.0.2.1 is that IPv4 host
+                elif ip.version == 6 and prefix < 128 and not ip.is_loopback:
                     key = str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
                 cached = (any(ip in net for net in self._networks), key)
             if len(self._class_cache) > _MAX_TRACKED:
