@@ -6,7 +6,7 @@ CONFIG ?= conf/config.yml
 # Debian packages that building and running need (python3-venv/-dev for the
 # venv and the Cython build), and those the tests drive as real peers.
 APT_BUILD := python3-venv python3-dev gcc openssl
-APT_TEST  := openssl sip-tester stunnel4 baresip
+APT_TEST  := openssl sip-tester stunnel4 baresip sipvicious
 # Debian 12's own Python stack, for `make test-debian` (the .deb runs on it).
 APT_DEBIAN_PY := python3-yaml python3-cryptography python3-flask gunicorn cython3 \
                  python3-setuptools python3-pytest python3-hypothesis

@@ -513,7 +513,7 @@ class DigestAuthenticator:
     """
 
     __slots__ = ("realm", "nonces", "_lookup", "algorithms", "allow_no_qop", "proxy",
-                 "opaque", "_dummy")
+                 "opaque", "_dummy", "on_wrong_guess")
 
     def __init__(
         self, realm: str, nonces: NonceManager, lookup: Callable[[str], HA1Pair | None],
@@ -539,6 +539,10 @@ class DigestAuthenticator:
         self.opaque = opaque
         """Echoed by phones; not checked, the nonce is already authenticated."""
         self._dummy = HA1Pair(secrets.token_hex(16), secrets.token_hex(32))
+        self.on_wrong_guess: Callable[[str], None] | None = None
+        """Called with the peer when an answer was checked against a password and
+        failed (wrong password or unknown user): what brute-force bans count.
+        Stale, foreign or malformed nonces and credentials are no guesses."""
 
     def __repr__(self) -> str:
         return f"<DigestAuthenticator realm={self.realm!r} algorithms={self.algorithms}>"
@@ -588,7 +592,11 @@ class DigestAuthenticator:
                 creds = parsed
         if creds is None:
             return AuthResult(AuthReason.MALFORMED, detail=error)
-        return self._verify(method, creds, now, peer, request_uri)
+        result = self._verify(method, creds, now, peer, request_uri)
+        if peer and self.on_wrong_guess is not None and result.reason in (
+                AuthReason.BAD_RESPONSE, AuthReason.UNKNOWN_USER):
+            self.on_wrong_guess(peer)
+        return result
 
     def _verify(
         self, method: str, c: Credentials, now: float, peer: str | None,
