@@ -37,6 +37,16 @@ __all__ = ["CertificateInfo", "TLSManager", "TLSPolicy", "POLICIES", "FIPS_TLS13
 
 log = logging.getLogger("warden.tls")
 
+# Mozilla's "intermediate" TLS 1.2 list without DHE (ECDHE AEAD only, issue #7):
+# "HIGH" also let in CBC, RSA key exchange, CCM, ARIA and Camellia, which
+# sslyze's Mozilla intermediate check refuses.
+_INTERMEDIATE_TLS12 = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    ]
+)
 ALL_TLS13_SUITES = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"
 FIPS_TLS13_SUITES = "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256"
 _FIPS_TLS12_RSA = "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256:AES256-GCM-SHA384:AES128-GCM-SHA256"
@@ -74,7 +84,7 @@ class TLSPolicy:
 POLICIES: dict[str, TLSPolicy] = {
     "intermediate": TLSPolicy(
         name="intermediate",
-        tls12_ciphers="HIGH:!aNULL:!eNULL:!EXPORT:!DES:!MD5:!PSK:!RC4",
+        tls12_ciphers=_INTERMEDIATE_TLS12,
         tls13_suites=ALL_TLS13_SUITES,
         groups="X25519:P-256:P-384",
     ),
