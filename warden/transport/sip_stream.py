@@ -74,8 +74,8 @@ class SIPStreamHandler:
 
     def on_data(self, conn: Connection, data: bytes) -> None:
         framer = self._framers.get(conn.id)
-        if framer is None:
-            return
+        if framer is None or framer.broken:
+            return  # the close is queued; bytes still in this read loop are dropped unlogged
         try:
             framer.feed(data)
             for event in framer:
