@@ -53,3 +53,25 @@ def test_framing_error_is_logged_once_and_later_bytes_are_dropped(conn: Any, cap
     assert len(errors) == 1, [r.getMessage() for r in errors]
     assert not sink.messages and not sink.invalid
     assert conn.worker._pending[-1][0] == "close"
+
+
+OPTIONS = (b"OPTIONS sip:a SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nFrom: <sip:x@h>;tag=1\r\n"
+           b"To: <sip:a>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+
+
+@pytest.mark.parametrize("data, reported", [
+    (b"", False),                     # handshake then gone (a flood): the engine never hears of it
+    (b"\r\n\r\n", False),             # keep-alives only: answered here, no flow the engine knows
+    (OPTIONS, True),                  # a message: the engine may hold the flow token
+    (OPTIONS.replace(b"Call-ID: c\r\n", b""), True),  # an invalid message was answered over it
+])
+def test_close_reaches_the_engine_only_for_flows_that_carried_a_message(conn: Any, data: bytes, reported: bool) -> None:
+    sink = Sink()
+    flows = FlowTable()
+    handler = SIPStreamHandler(sink, flows, DEFAULT_LIMITS)
+    handler.on_open(conn)
+    if data:
+        handler.on_data(conn, data)
+    handler.on_close(conn, "closed by peer")
+    assert sink.closed == (["closed by peer"] if reported else [])
+    assert len(flows) == 0 and not handler._spoke
