@@ -430,3 +430,27 @@ def test_framer_memory_is_bounded(attack: object) -> None:
     finally:
         tracemalloc.stop()
     assert peak < 1_000_000, f"framer peak {peak} bytes"
+
+
+# -- digest verification ------------------------------------------------------------
+
+
+@FUZZ
+@given(st.sampled_from(["MD5", "SHA-256", "MD5-sess", "SHA-256-sess"]), st.booleans(), st.data())
+def test_digest_verify_survives_mutated_credentials(algorithm: str, mutate_it: bool, data: st.DataObject) -> None:
+    """The server-side check of an Authorization header: a correct answer passes;
+    any mutation of it is refused with an AuthResult, never an exception."""
+    from warden.sip.auth import DigestAuthenticator, HA1Pair, NonceManager, answer_challenge, parse_challenge
+
+    stored = HA1Pair.from_password("2000", "warden", "secret-2000")
+    auth = DigestAuthenticator("warden", NonceManager(b"k" * 32), lambda user: stored if user == "2000" else None,
+                               algorithms=(algorithm,))
+    [challenge] = auth.challenge(100.0, "127.0.0.1")
+    creds = answer_challenge(parse_challenge(challenge), username="2000", method="REGISTER", uri="sip:warden",
+                             password="secret-2000")
+    text = format_credentials(creds)
+    if mutate_it:
+        text = data.draw(mutated(st.just(text.encode()))).decode("utf-8", "surrogateescape")
+    result = auth.verify("REGISTER", text, 101.0, "127.0.0.1", request_uri="sip:warden")
+    if not mutate_it:
+        assert result.ok, result
