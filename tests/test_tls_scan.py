@@ -44,6 +44,15 @@ ECDHE_AEAD = frozenset({
     "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
     "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
 })
+LEGACY_ECDHE = frozenset({
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA", "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256", "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384",
+})
+LEGACY_RSA_KEX = frozenset({
+    "TLS_RSA_WITH_AES_128_CBC_SHA", "TLS_RSA_WITH_AES_256_CBC_SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA256", "TLS_RSA_WITH_AES_256_CBC_SHA256",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256", "TLS_RSA_WITH_AES_256_GCM_SHA384",
+})
 ALL_TLS13 = frozenset({"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"})
 FORBIDDEN = re.compile(r"RC4|3DES|_DES_|NULL|EXPORT|anon|MD5|_PSK_|SRP", re.I)
 
@@ -68,18 +77,17 @@ PROFILES = [
     Profile(
         "intermediate", "", frozenset({"TLS_1_2", "TLS_1_3"}), ECDHE_AEAD, ALL_TLS13, mozilla="intermediate",
     ),
+    # Mozilla's "modern" wants an ECDSA certificate living <= 90 days; the profile is
+    # checked against its own row (TLS 1.3 only) instead.
     Profile(
-        "modern", "profile: modern", frozenset({"TLS_1_3"}), frozenset(), ALL_TLS13, mozilla="modern",
+        "modern", "profile: modern", frozenset({"TLS_1_3"}), frozenset(), ALL_TLS13,
         needs=("security.tls_profile", "api.ssl.profile"),
     ),
+    # intermediate + the CBC (SHA-1/SHA-2 MAC) suites of older phone firmware, ECDHE
+    # first, then RSA key exchange; never RC4, 3DES, export or NULL, never < TLS 1.2.
     Profile(
         "legacy-phones", "profile: legacy-phones", frozenset({"TLS_1_2", "TLS_1_3"}),
-        ECDHE_AEAD | {
-            "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA", "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
-            "TLS_RSA_WITH_AES_128_CBC_SHA", "TLS_RSA_WITH_AES_256_CBC_SHA",
-        },
-        ALL_TLS13,
-        no_forward_secrecy=frozenset({"TLS_RSA_WITH_AES_128_CBC_SHA", "TLS_RSA_WITH_AES_256_CBC_SHA"}),
+        ECDHE_AEAD | LEGACY_ECDHE | LEGACY_RSA_KEX, ALL_TLS13, no_forward_secrecy=LEGACY_RSA_KEX,
         needs=("security.tls_profile", "api.ssl.profile"),
     ),
     Profile(
