@@ -454,3 +454,34 @@ def test_digest_verify_survives_mutated_credentials(algorithm: str, mutate_it: b
     result = auth.verify("REGISTER", text, 101.0, "127.0.0.1", request_uri="sip:warden")
     if not mutate_it:
         assert result.ok, result
+
+
+@pytest.mark.parametrize("algorithm", ["MD5", "SHA-256", "MD5-sess"])
+def test_digest_over_non_utf8_bytes(algorithm: str) -> None:
+    """Found by the fuzzer: a cnonce (or uri) byte that is not UTF-8 reaches the
+    verifier surrogate-escaped, and hashing it raised UnicodeEncodeError (the
+    engine logged a traceback and the phone got no answer). The digest is over
+    the bytes as sent, so a correct one verifies and a wrong one is refused."""
+    import hashlib
+
+    from warden.sip.auth import AuthReason, DigestAuthenticator, HA1Pair, NonceManager, parse_challenge
+
+    stored = HA1Pair.from_password("2000", "warden", "secret-2000")
+    auth = DigestAuthenticator("warden", NonceManager(b"k" * 32), lambda user: stored if user == "2000" else None,
+                               algorithms=(algorithm,))
+    nonce = parse_challenge(auth.challenge(100.0, "127.0.0.1")[0]).nonce
+    cnonce = b"\x80\xffab".decode("utf-8", "surrogateescape")  # as parse_message decodes header bytes
+    h = hashlib.md5 if algorithm.startswith("MD5") else hashlib.sha256
+
+    def hx(raw: bytes) -> str:
+        return h(raw).hexdigest()
+
+    key = stored.for_algorithm(algorithm)
+    if algorithm.endswith("-sess"):
+        key = hx(key.encode() + b":" + nonce.encode() + b":\x80\xffab")
+    ha2 = hx(b"REGISTER:sip:warden")
+    good = hx(f"{key}:{nonce}:00000001:".encode() + b"\x80\xffab" + f":auth:{ha2}".encode())
+    header = (f'Digest username="2000", realm="warden", nonce="{nonce}", uri="sip:warden", response="{{}}", '
+              f'algorithm={algorithm}, cnonce="{cnonce}", qop=auth, nc=00000001')
+    assert auth.verify("REGISTER", header.format("0" * len(good)), 101.0, "127.0.0.1").reason is AuthReason.BAD_RESPONSE
+    assert auth.verify("REGISTER", header.format(good), 101.0, "127.0.0.1").ok

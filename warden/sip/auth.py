@@ -69,7 +69,9 @@ def _split_algorithm(algorithm: str) -> tuple[str, bool]:
 
 
 def _h(base: str, text: str) -> str:
-    return _HASHES[base](text.encode("utf-8")).hexdigest()
+    # surrogateescape: header bytes that are not UTF-8 (say, in a cnonce) reach
+    # us surrogate-escaped; the client hashed those very bytes.
+    return _HASHES[base](text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def ha1(username: str, realm: str, password: str, algorithm: str = "MD5") -> str:
