@@ -33,14 +33,17 @@ import pytest
 from helpers import PKI, free_port
 from phones import TLSPhone, UDPPhone
 
+from warden.sip.auth import answer_challenge, format_credentials, parse_challenge
+from warden.sip.message import Response, parse_message
 from warden.store import Store
 
 FUZZ_SOURCE = "127.0.0.2"
 MESSAGES = 2000
 
 
-def _base_messages(host: str, port: int, transport: str) -> list[bytes]:
-    """Valid traffic a phone sends, as templates for mutation."""
+def _base_messages(host: str, port: int, transport: str, answer: str = "") -> list[bytes]:
+    """Valid traffic a phone sends, as templates for mutation; ``answer`` is a
+    correct Authorization value for 2001 (a real nonce reaches the digest check)."""
     branch, tag, call = f"z9hG4bK{secrets.token_hex(4)}", secrets.token_hex(4), secrets.token_hex(6)
     via = f"Via: SIP/2.0/{transport} {FUZZ_SOURCE}:5999;branch={branch};rport"
     common = [f"From: \"Fuzz\" <sip:2001@{host}>;tag={tag}", f"Call-ID: {call}@{FUZZ_SOURCE}", "Max-Forwards: 70",
@@ -62,6 +65,8 @@ def _base_messages(host: str, port: int, transport: str) -> list[bytes]:
     return [
         request("REGISTER", f"sip:{host}:{port}", f"<sip:2001@{host}>", ["Expires: 600"]),
         request("REGISTER", f"sip:{host}:{port}", f"<sip:2001@{host}>", ["Expires: 600", auth], cseq=2),
+        request("REGISTER", f"sip:{host}:{port}", f"<sip:2001@{host}>", ["Expires: 60", f"Authorization: {answer}"],
+                cseq=3) if answer else request("OPTIONS", f"sip:{host}:{port}", f"<sip:{host}>"),
         request("INVITE", target, f"<{target}>", ["Allow: INVITE, ACK, BYE, CANCEL", "Supported: replaces, timer"], sdp),
         request("INVITE", target, f"<{target}>", [auth.replace("Authorization", "Proxy-Authorization")], sdp, cseq=2),
         request("ACK", target, f"<{target}>;tag=x", cseq=2),
@@ -231,6 +236,18 @@ class _Stream:
             self.sock = None
 
 
+def _answer(udp: socket.socket, port: int, uri: str) -> str:
+    """A correct Authorization for 2001 to a real challenge (the nonce is bound to the fuzz source)."""
+    request = _base_messages("127.0.0.1", port, "UDP")[0]
+    udp.settimeout(5)
+    udp.sendto(request, ("127.0.0.1", port))
+    reply = parse_message(udp.recv(65536))
+    assert isinstance(reply, Response) and reply.status == 401, reply
+    challenge = parse_challenge(reply.headers.get_all("WWW-Authenticate")[0])
+    return format_credentials(answer_challenge(challenge, username="2001", method="REGISTER", uri=uri,
+                                               password="secret-2001"))
+
+
 @pytest.fixture()
 def pbx(pki: PKI, pbx_factory: Any, tmp_path: Path) -> Any:
     udp, tcp, tls = free_port(), free_port(), free_port()
@@ -252,9 +269,10 @@ def test_fuzzed_pbx_keeps_serving_its_phones(pbx: Any, pki: PKI) -> None:
 
     ctx = ssl.create_default_context(cafile=str(pki.ca))
     streams = {"TLS": _Stream(("127.0.0.1", ports["tls"]), ctx), "TCP": _Stream(("127.0.0.1", ports["tcp"]), None)}
-    bases = {t: _base_messages("127.0.0.1", ports[t.lower()], t) for t in ("UDP", "TCP", "TLS")}
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind((FUZZ_SOURCE, 0))
+    answers = {t: _answer(udp, ports["udp"], f"sip:127.0.0.1:{ports[t.lower()]}") for t in ("UDP", "TCP", "TLS")}
+    bases = {t: _base_messages("127.0.0.1", ports[t.lower()], t, answers[t]) for t in ("UDP", "TCP", "TLS")}
     udp.setblocking(False)
     deadline = time.monotonic() + 120
     sent = {"UDP": 0, "TCP": 0, "TLS": 0}
