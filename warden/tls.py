@@ -37,13 +37,13 @@ __all__ = ["CertificateInfo", "TLSManager", "TLSPolicy", "POLICIES", "FIPS_TLS13
 
 log = logging.getLogger("warden.tls")
 
-# Mozilla's "intermediate" TLS 1.2 list without DHE (ECDHE AEAD only, issue #7):
-# "HIGH" also let in CBC, RSA key exchange, CCM, ARIA and Camellia, which
-# sslyze's Mozilla intermediate check refuses.
+# Mozilla's "intermediate" TLS 1.2 list without DHE (ECDHE AEAD only, issue #7),
+# AES-256-GCM first as before. "HIGH" also let in CBC, RSA key exchange, CCM,
+# ARIA and Camellia, which sslyze's Mozilla intermediate check refuses.
 _INTERMEDIATE_TLS12 = ":".join(
     [
-        "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
         "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
         "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
     ]
 )
