@@ -236,6 +236,13 @@ class _Stream:
             self.sock = None
 
 
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 def _answer(udp: socket.socket, port: int, uri: str) -> str:
     """A correct Authorization for 2001 to a real challenge (the nonce is bound to the fuzz source)."""
     request = _base_messages("127.0.0.1", port, "UDP")[0]
@@ -266,6 +273,7 @@ def test_fuzzed_pbx_keeps_serving_its_phones(pbx: Any, pki: PKI) -> None:
     ports = pbx.ports
     phone = TLSPhone(("127.0.0.1", ports["tls"]), pki.ca, "2000", "secret-2000")
     phone.register()
+    rss_before = _rss_kib(pbx.proc.pid)
 
     ctx = ssl.create_default_context(cafile=str(pki.ca))
     streams = {"TLS": _Stream(("127.0.0.1", ports["tls"]), ctx), "TCP": _Stream(("127.0.0.1", ports["tcp"]), None)}
@@ -306,6 +314,8 @@ def test_fuzzed_pbx_keeps_serving_its_phones(pbx: Any, pki: PKI) -> None:
             s.close()
 
     assert pbx.proc.poll() is None, f"PBX died (seed {seed}):\n{pbx.output()[-4000:]}"
+    grown = _rss_kib(pbx.proc.pid) - rss_before
+    assert grown < 64 * 1024, f"PBX grew by {grown} KiB under 2,000 messages (seed {seed})"
     assert phone.register().status == 200  # over the flow it kept through the fuzz
     late = UDPPhone(("127.0.0.1", ports["udp"]), "2002", "secret-2002")
     try:

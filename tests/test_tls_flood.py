@@ -47,6 +47,13 @@ def rst_handshakes(address: tuple[str, int], ca: Path, until: float, counts: dic
             counts[key] += 1
 
 
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 def test_handshake_flood_leaves_phones_registered(pki: PKI, pbx_factory: Any, tmp_path: Path) -> None:
     tls = free_port()
     store = Store(tmp_path / "var" / "warden.db")
@@ -66,6 +73,7 @@ logging: {{level: info, file: ""}}
     try:
         for phone in phones:
             assert phone.register().status == 200
+        rss_before = _rss_kib(pbx.proc.pid)
         counts, lock = {"ok": 0, "failed": 0}, threading.Lock()
         until = time.monotonic() + SECONDS
         threads = [threading.Thread(target=rst_handshakes, args=(address, pki.ca, until, counts, lock), daemon=True)
@@ -77,6 +85,8 @@ logging: {{level: info, file: ""}}
         assert not any(t.is_alive() for t in threads)
         assert pbx.proc.poll() is None, pbx.output()[-3000:]
         assert counts["ok"] >= 100, counts  # the flood really happened (hundreds per second normally)
+        grown = _rss_kib(pbx.proc.pid) - rss_before
+        assert grown < 64 * 1024, f"PBX grew by {grown} KiB over {counts['ok']} handshakes: connections leak"
         for phone in phones:
             assert phone.register().status == 200, f"phone {phone.user} lost its registration"
         late = TLSPhone(address, pki.ca, numbers[-1], f"secret-{numbers[-1]}")
