@@ -327,3 +327,63 @@ def test_fuzzed_pbx_keeps_serving_its_phones(pbx: Any, pki: PKI) -> None:
     assert "Traceback" not in log, f"unexpected exception under fuzz (seed {seed}, sent {sent}):\n" + log[log.index("Traceback") - 2000 : log.index("Traceback") + 3000]
     print(f"fuzz seed {seed}: sent {sent}, streams opened TLS {streams['TLS'].reopened} TCP {streams['TCP'].reopened}")
     assert streams["TLS"].reopened >= 1 and streams["TCP"].reopened >= 1
+
+
+def _ask(sock: socket.socket, port: int, data: bytes) -> Response:
+    """Send ``data``; the first final response (a 1xx is skipped)."""
+    sock.sendto(data, ("127.0.0.1", port))
+    sock.settimeout(3)
+    while True:
+        reply = parse_message(sock.recv(65536))
+        if isinstance(reply, Response) and reply.status >= 200:
+            return reply
+
+
+def _authed(sock: socket.socket, port: int, method: str, uri: str, to: str, user: str, *, call_id: bytes,
+            extra: bytes = b"", username: bytes | None = None) -> Response:
+    """``method`` with a digest answer to a fresh challenge; odd bytes allowed in Call-ID, extra headers, username."""
+    local = sock.getsockname()
+
+    def request(auth: bytes, cseq: int) -> bytes:
+        return (f"{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local[0]}:{local[1]};branch=z9hG4bK{secrets.token_hex(5)};rport\r\n"
+                f"From: <sip:{user}@127.0.0.1>;tag={secrets.token_hex(3)}\r\nTo: <{to}>\r\n").encode() + \
+               b"Call-ID: " + call_id + f"\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n".encode() + \
+               f"Contact: <sip:{user}@{local[0]}:{local[1]}>\r\nExpires: 60\r\n".encode() + extra + auth + \
+               b"Content-Length: 0\r\n\r\n"
+
+    first = _ask(sock, port, request(b"", 1))
+    if first.status != 401:
+        return first
+    challenge = parse_challenge(first.headers.get_all("WWW-Authenticate")[0])
+    creds = answer_challenge(challenge, username=user, method=method, uri=uri, password=f"secret-{user}")
+    value = format_credentials(creds).encode()
+    if username is not None:
+        value = value.replace(f'username="{user}"'.encode(), b'username="' + username + b'"')
+    return _ask(sock, port, request(b"Authorization: " + value + b"\r\n", 2))
+
+
+@pytest.mark.parametrize("case", ["latin1-user-agent", "call-id-bytes", "username-bytes", "callee-escape"])
+def test_bytes_that_are_not_utf8_get_an_answer(pbx: Any, case: str) -> None:
+    """Found by the live fuzz: header bytes that are not UTF-8 reach the core
+    surrogate-escaped; where they went into SQLite the engine logged a
+    traceback and the phone got no answer."""
+    port = pbx.ports["udp"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        register_uri, me = f"sip:127.0.0.1:{port}", "sip:2001@127.0.0.1"
+        if case == "latin1-user-agent":  # an old phone's vendor string in Latin-1
+            reply = _authed(sock, port, "REGISTER", register_uri, me, "2001", call_id=b"ua-1",
+                            extra=b"User-Agent: T\xe9l\xe9phone 3\r\n")
+            assert reply.status == 200
+        elif case == "call-id-bytes":
+            reply = _authed(sock, port, "REGISTER", register_uri, me, "2001", call_id=b"c\xb8\xff-2")
+            assert reply.status in (200, 400)
+        elif case == "username-bytes":
+            reply = _authed(sock, port, "REGISTER", register_uri, me, "2001", call_id=b"u-3", username=b"20\xb801")
+            assert reply.status in (401, 403)
+        else:
+            reply = _authed(sock, port, "INVITE", f"sip:%B8@127.0.0.1:{port}", f"sip:%B8@127.0.0.1", "2001",
+                            call_id=b"i-4")
+            assert 400 <= reply.status < 500
+    assert pbx.proc.poll() is None
+    assert "Traceback" not in pbx.output(), pbx.output()[-3000:]
