@@ -41,9 +41,10 @@ FUZZ_SOURCE = "127.0.0.2"
 MESSAGES = 2000
 
 
-def _base_messages(host: str, port: int, transport: str, answer: str = "") -> list[bytes]:
-    """Valid traffic a phone sends, as templates for mutation; ``answer`` is a
-    correct Authorization value for 2001 (a real nonce reaches the digest check)."""
+def _base_messages(host: str, port: int, transport: str, answer: str = "", invite_answer: str = "") -> list[bytes]:
+    """Valid traffic a phone sends, as templates for mutation; ``answer`` and
+    ``invite_answer`` are correct Authorization values of 2001 for a REGISTER and
+    for an INVITE to 2002 (real nonces reach the digest check and the b2bua)."""
     branch, tag, call = f"z9hG4bK{secrets.token_hex(4)}", secrets.token_hex(4), secrets.token_hex(6)
     via = f"Via: SIP/2.0/{transport} {FUZZ_SOURCE}:5999;branch={branch};rport"
     common = [f"From: \"Fuzz\" <sip:2001@{host}>;tag={tag}", f"Call-ID: {call}@{FUZZ_SOURCE}", "Max-Forwards: 70",
@@ -68,6 +69,8 @@ def _base_messages(host: str, port: int, transport: str, answer: str = "") -> li
         request("REGISTER", f"sip:{host}:{port}", f"<sip:2001@{host}>", ["Expires: 60", f"Authorization: {answer}"],
                 cseq=3) if answer else request("OPTIONS", f"sip:{host}:{port}", f"<sip:{host}>"),
         request("INVITE", target, f"<{target}>", ["Allow: INVITE, ACK, BYE, CANCEL", "Supported: replaces, timer"], sdp),
+        request("INVITE", f"sip:2002@{host}:{port}", f"<sip:2002@{host}>", [f"Authorization: {invite_answer}"], sdp,
+                cseq=4) if invite_answer else request("OPTIONS", f"sip:{host}:{port}", f"<sip:{host}>"),
         request("INVITE", target, f"<{target}>", [auth.replace("Authorization", "Proxy-Authorization")], sdp, cseq=2),
         request("ACK", target, f"<{target}>;tag=x", cseq=2),
         request("BYE", target, f"<{target}>;tag=x", cseq=3),
@@ -248,7 +251,7 @@ def _rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def _answer(udp: socket.socket, port: int, uri: str) -> str:
+def _answer(udp: socket.socket, port: int, uri: str, method: str = "REGISTER") -> str:
     """A correct Authorization for 2001 to a real challenge (the nonce is bound to the fuzz source)."""
     request = _base_messages("127.0.0.1", port, "UDP")[0]
     udp.settimeout(5)
@@ -256,7 +259,7 @@ def _answer(udp: socket.socket, port: int, uri: str) -> str:
     reply = parse_message(udp.recv(65536))
     assert isinstance(reply, Response) and reply.status == 401, reply
     challenge = parse_challenge(reply.headers.get_all("WWW-Authenticate")[0])
-    return format_credentials(answer_challenge(challenge, username="2001", method="REGISTER", uri=uri,
+    return format_credentials(answer_challenge(challenge, username="2001", method=method, uri=uri,
                                                password="secret-2001"))
 
 
@@ -285,7 +288,8 @@ def test_fuzzed_pbx_keeps_serving_its_phones(pbx: Any, pki: PKI) -> None:
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind((FUZZ_SOURCE, 0))
     answers = {t: _answer(udp, ports["udp"], f"sip:127.0.0.1:{ports[t.lower()]}") for t in ("UDP", "TCP", "TLS")}
-    bases = {t: _base_messages("127.0.0.1", ports[t.lower()], t, answers[t]) for t in ("UDP", "TCP", "TLS")}
+    invites = {t: _answer(udp, ports["udp"], f"sip:2002@127.0.0.1:{ports[t.lower()]}", "INVITE") for t in ("UDP", "TCP", "TLS")}
+    bases = {t: _base_messages("127.0.0.1", ports[t.lower()], t, answers[t], invites[t]) for t in ("UDP", "TCP", "TLS")}
     udp.setblocking(False)
     deadline = time.monotonic() + 120
     sent = {"UDP": 0, "TCP": 0, "TLS": 0}
