@@ -69,7 +69,19 @@ def _split_algorithm(algorithm: str) -> tuple[str, bool]:
 
 
 def _h(base: str, text: str) -> str:
-    return _HASHES[base](text.encode("utf-8")).hexdigest()
+    # surrogateescape: header bytes that are not UTF-8 (say, in a cnonce) reach
+    # us surrogate-escaped; the client hashed those very bytes.
+    return _HASHES[base](text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _is_text(value: str) -> bool:
+    """False for header text holding bytes that are not UTF-8 (surrogate-escaped
+    by the parser): no extension has such a name, and no store can look it up."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def ha1(username: str, realm: str, password: str, algorithm: str = "MD5") -> str:
@@ -627,7 +639,7 @@ class DigestAuthenticator:
         if nonce_status is NonceStatus.INVALID:
             return fail(AuthReason.INVALID_NONCE, "nonce is not ours or bound to another peer")
 
-        stored = self._lookup(c.username)
+        stored = self._lookup(c.username) if _is_text(c.username) else None
         key = (stored or self._dummy).for_algorithm(base)
         expected = _response(
             c.algorithm, key, nonce=c.nonce, method=method, uri=c.uri,
