@@ -6,7 +6,10 @@ CONFIG ?= conf/config.yml
 # Debian packages that building and running need (python3-venv/-dev for the
 # venv and the Cython build), and those the tests drive as real peers.
 APT_BUILD := python3-venv python3-dev gcc openssl
-APT_TEST  := openssl sip-tester stunnel4 baresip
+APT_TEST  := openssl sip-tester stunnel4 baresip sipvicious
+# What the benchmarks compare against (bench/tls/flood.py: nginx serving the
+# same certificate; its C load generator links libssl).
+APT_BENCH := nginx libssl-dev
 # Debian 12's own Python stack, for `make test-debian` (the .deb runs on it).
 APT_DEBIAN_PY := python3-yaml python3-cryptography python3-flask gunicorn cython3 \
                  python3-setuptools python3-pytest python3-hypothesis
@@ -52,9 +55,11 @@ test-debian:
 	rm -f build/debian-py/warden_ext/*.so build/debian-py/warden_ext/*.c  # rebuilt by Debian's Cython 0.29
 	cd build/debian-py && env PATH=/usr/sbin:/usr/bin:/sbin:/bin /usr/bin/python3 setup.py -q build_ext --inplace
 	cd build/debian-py && /usr/bin/python3 -c "import Cython, importlib; print('Cython', Cython.__version__); [importlib.import_module('warden_ext.' + n).__file__.endswith('.so') or exit(n) for n in ('g711', 'relay', 'mixer')]"
-	cd build/debian-py && env PATH=/usr/sbin:/usr/bin:/sbin:/bin /usr/bin/python3 -m pytest -q -p no:cacheprovider
+	# Debian has no sslyze: tests/test_tls_scan.py runs the dev venv's (skipped without one)
+	cd build/debian-py && env PATH=/usr/sbin:/usr/bin:/sbin:/bin $(if $(wildcard $(PY)),WARDEN_SSLYZE_PYTHON=$(abspath $(PY))) /usr/bin/python3 -m pytest -q -p no:cacheprovider
 
 bench: venv
+	@tools/ensure-apt.sh $(APT_BENCH)
 	$(PY) bench/bench_g711.py
 
 clean:

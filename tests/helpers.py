@@ -357,6 +357,34 @@ def temp_pki(key_type: str = "rsa2048") -> Iterator[PKI]:
         yield make_pki(Path(d), key_type)
 
 
+def slow_http_client(address: tuple[str, int], kind: str, stop: threading.Event, ca: Path) -> None:
+    """A slowloris client of an HTTPS server, until ``stop`` (kinds: tcp, line, header)."""
+    try:
+        raw = socket.create_connection(address, timeout=30)
+    except OSError:
+        return
+    try:
+        if kind == "tcp":  # the first byte of a TLS record, then nothing
+            raw.sendall(b"\x16")
+            stop.wait(30)
+            return
+        ctx = ssl.create_default_context(cafile=str(ca))
+        tls = ctx.wrap_socket(raw, server_hostname="localhost")
+        if kind == "line":  # a partial request line, one byte a second
+            for byte in b"GET /api/v1/health HTTP/1.1":
+                tls.sendall(bytes([byte]))
+                if stop.wait(1.0):
+                    return
+        else:  # a request line, then a header a second, never the blank line
+            tls.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\n")
+            while not stop.wait(1.0):
+                tls.sendall(b"X-Slow: 1\r\n")
+    except OSError:
+        return  # the server hung up on us: the point
+    finally:
+        raw.close()
+
+
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None
 

@@ -188,9 +188,11 @@ class TLSPhone:
     def _register_request(self, auth: str | None = None) -> bytes:
         self.cseq += 1
         host, port = self.address
+        host = f"[{host}]" if ":" in host else host  # an IPv6 reference in a SIP URI
+        local = f"[{self.local[0]}]" if ":" in self.local[0] else self.local[0]
         lines = [
             f"REGISTER sip:{host}:{port};transport=tls SIP/2.0",
-            f"Via: SIP/2.0/TLS {self.local[0]}:{self.local[1]};branch=z9hG4bK{secrets.token_hex(6)};rport",
+            f"Via: SIP/2.0/TLS {local}:{self.local[1]};branch=z9hG4bK{secrets.token_hex(6)};rport",
             f"From: <sip:{self.user}@{host}>;tag={secrets.token_hex(4)}",
             f"To: <sip:{self.user}@{host}>",
             f"Call-ID: {self.call_id}",
@@ -212,6 +214,7 @@ class TLSPhone:
         assert isinstance(challenge, Response) and challenge.status == 401, challenge
         ch = parse_challenge(challenge.headers.get_all("WWW-Authenticate")[0])
         host, port = self.address
+        host = f"[{host}]" if ":" in host else host
         creds = answer_challenge(ch, username=self.user, method="REGISTER",
                                  uri=f"sip:{host}:{port};transport=tls", password=self.password)
         self.sock.sendall(self._register_request(format_credentials(creds)))
@@ -327,12 +330,12 @@ class TLSPhone:
 class UDPPhone:
     """A phone over UDP from one socket: REGISTER with digest, simple INVITEs."""
 
-    def __init__(self, address: tuple[str, int], user: str, password: str) -> None:
+    def __init__(self, address: tuple[str, int], user: str, password: str, *, bind: str = "127.0.0.1") -> None:
         self.address = address
         self.user = user
         self.password = password
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock = socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((bind, 0))
         self.local = self.sock.getsockname()[:2]
         self.call_id = secrets.token_hex(8)
         self.cseq = 0

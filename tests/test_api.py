@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import re
 import socket
 import sqlite3
 import ssl
@@ -120,7 +121,7 @@ def test_every_route_is_in_the_openapi_document_and_back(app: Any, client: Any) 
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
-        path = rule.rule.replace("<number>", "{number}")
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         served.setdefault(path, set()).update({m.lower() for m in rule.methods} - {"head", "options"})
     documented = {p: {m for m in ops if m != "parameters"} for p, ops in doc["paths"].items()}
     assert served == documented
@@ -383,6 +384,32 @@ def test_calls_tls_stats_and_reload_are_503_without_the_pbx(client: Any, tokens:
         body = problem(resp, 503)
         assert body["type"] == "urn:warden-pbx:problem:pbx-unavailable"
         assert resp.headers["Retry-After"] == "5"
+
+
+def test_bans_are_listed_for_viewers_and_lifted_by_admins(client: Any, pbx: FakePBX,
+                                                          tokens: dict[str, str]) -> None:
+    viewer, admin = auth(tokens["viewer"]), auth(tokens["admin"])
+    body = client.get("/api/v1/bans", headers=viewer).json
+    assert body["total"] == 1 and body["items"][0]["address"] == "203.0.113.7"
+    assert body["items"][0]["expires_in"] == 570 and body["items"][0]["dropped"] == 42
+    problem(client.delete("/api/v1/bans/203.0.113.7", headers=viewer), 403)
+    problem(client.delete("/api/v1/bans/198.51.100.1", headers=admin), 404)
+    problem(client.delete("/api/v1/bans/not-an-address", headers=admin), 404)
+    resp = client.delete("/api/v1/bans/[203.0.113.7]", headers=admin)  # brackets and all
+    assert resp.status_code == 204 and resp.data == b""
+    assert ("bans.lift", {"address": "203.0.113.7"}) in pbx.calls
+    assert client.get("/api/v1/bans", headers=viewer).json == {"items": [], "total": 0}
+    problem(client.delete("/api/v1/bans/203.0.113.7", headers=admin), 404)
+    pbx.bans.add("2001:db8:1:2::/64")
+    assert client.delete("/api/v1/bans/2001:db8:1:2::/64", headers=admin).status_code == 204
+    assert ("bans.lift", {"address": "2001:db8:1:2::/64"}) in pbx.calls
+    pbx.op_bans_list = lambda args: [{"address": "203.0.113.7"}]  # type: ignore[method-assign]
+    problem(client.get("/api/v1/bans", headers=viewer), 502)
+
+
+def test_bans_are_503_without_the_pbx(client: Any, tokens: dict[str, str]) -> None:
+    problem(client.get("/api/v1/bans", headers=auth(tokens["viewer"])), 503)
+    problem(client.delete("/api/v1/bans/203.0.113.7", headers=auth(tokens["admin"])), 503)
 
 
 def test_reload_asks_the_pbx(client: Any, pbx: FakePBX, tokens: dict[str, str]) -> None:

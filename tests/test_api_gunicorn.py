@@ -262,37 +262,10 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(served: Served, tmp_p
 # --- slow clients ---------------------------------------------------------------------------------
 
 
-def _slow_client(address: tuple[str, int], kind: str, stop: threading.Event, ca: Path) -> None:
-    try:
-        raw = socket.create_connection(address, timeout=30)
-    except OSError:
-        return
-    try:
-        if kind == "tcp":  # the first byte of a TLS record, then nothing
-            raw.sendall(b"\x16")
-            stop.wait(30)
-            return
-        ctx = ssl.create_default_context(cafile=str(ca))
-        tls = ctx.wrap_socket(raw, server_hostname="localhost")
-        if kind == "line":  # a partial request line, one byte a second
-            for byte in b"GET /api/v1/health HTTP/1.1":
-                tls.sendall(bytes([byte]))
-                if stop.wait(1.0):
-                    return
-        else:  # a request line, then a header a second, never the blank line
-            tls.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\n")
-            while not stop.wait(1.0):
-                tls.sendall(b"X-Slow: 1\r\n")
-    except OSError:
-        return  # the server hung up on us: the point
-    finally:
-        raw.close()
-
-
 def test_slowloris_does_not_stop_health(served: Served) -> None:
     stop = threading.Event()
     kinds = ["line"] * 20 + ["header"] * 20 + ["tcp"] * 10
-    threads = [threading.Thread(target=_slow_client, args=(served.address, k, stop, served.pki.ca), daemon=True)
+    threads = [threading.Thread(target=helpers.slow_http_client, args=(served.address, k, stop, served.pki.ca), daemon=True)
                for k in kinds]
     for t in threads:
         t.start()

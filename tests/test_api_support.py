@@ -27,7 +27,7 @@ from typing import Any
 
 import helpers
 
-from warden.control import ControlServer
+from warden.control import ControlError, ControlServer
 from warden.store import Binding
 from warden.tls import TLSManager
 
@@ -72,7 +72,9 @@ class FakePBX:
         self.recorded: list[dict[str, Any]] = []
         self.tls_report = TLSManager(pki.cert, pki.key).report()
         self.server = ControlServer(path)
-        for op in ("status", "registrations.list", "calls.list", "tls.stats", "reload", "metrics", "tls.api_report"):
+        self.bans = {"203.0.113.7"}
+        for op in ("status", "registrations.list", "calls.list", "tls.stats", "reload", "bans.list", "bans.lift",
+                   "metrics", "tls.api_report"):
             self.server.register(op, self._handler(op))
 
     def _handler(self, op: str) -> Any:
@@ -138,6 +140,18 @@ class FakePBX:
 
     def op_reload(self, args: dict[str, Any]) -> Any:
         return {"reloaded": True, "certificate": "CN=localhost", "expires": "2030-01-01T00:00:00+00:00"}
+
+    def op_bans_list(self, args: dict[str, Any]) -> Any:
+        now = time.time()
+        return [{"address": a, "reason": "10 failed authentications within 60 s", "banned_at": now - 30,
+                 "expires_at": now + 570, "expires_in": 570, "dropped": 42} for a in sorted(self.bans)]
+
+    def op_bans_lift(self, args: dict[str, Any]) -> Any:
+        address = args.get("address")
+        if address not in self.bans:
+            raise ControlError(f"{address} is not banned", 404)
+        self.bans.discard(address)
+        return {"address": address, "lifted": True}
 
     def __enter__(self) -> "FakePBX":
         self.server.start()

@@ -78,12 +78,12 @@ def test_typo_key_suggests_the_right_one(tmp_path: Path) -> None:
 
 
 def test_every_problem_reported_at_once(tmp_path: Path) -> None:
-    path = write(tmp_path, "sip:\n  tls_port: 70000\n  udp_port: five\napi:\n  bind: nowhere\nbogus: 1\n")
+    path = write(tmp_path, "sip:\n  tls_port: 70000\n  udp_port: five\napi:\n  bind: nowhere\nfrobnicate: 1\n")
     problems = errors_of(path, check_files=False)
     assert f"{path}:2: sip.tls_port must be from 0 to 65535, got 70000" in problems
     assert f"{path}:3: sip.udp_port must be a whole number from 0 to 65535, got 'five'" in problems
     assert f"{path}:5: api.bind must be an IP address, got 'nowhere'" in problems
-    assert f"{path}:6: bogus is not a known setting" in problems
+    assert f"{path}:6: frobnicate is not a known setting" in problems
     assert len(problems) == 4
 
 

@@ -178,6 +178,29 @@ def test_wrong_password_and_unknown_user_look_the_same() -> None:
     assert not auth.verify("REGISTER", respond(h, "nobody", "guess"), late).stale
 
 
+def test_only_checked_guesses_are_reported_for_bans() -> None:
+    auth = make_auth()
+    guesses: list[str] = []
+    auth.on_wrong_guess = guesses.append
+    peer = "192.0.2.5"
+    h = auth.challenge(T0, peer=peer)[0]
+    auth.verify("REGISTER", respond(h, "alice", "guess"), T0, peer=peer)
+    auth.verify("REGISTER", respond(auth.challenge(T0, peer=peer)[0], "mallory", "guess"), T0, peer=peer)
+    assert guesses == [peer, peer]
+    # a foreign nonce (e.g. from before a restart), a stale one, missing or garbled credentials,
+    # another realm, and a success are no guesses: a phone behind an office NAT does all of them
+    foreign = NonceManager(b"another-secret-of-16b").issue(T0)
+    h = auth.challenge(T0, peer=peer)[0]
+    auth.verify("REGISTER", respond(h.replace(parse_challenge(h).nonce, foreign), "alice", "s3cret!"), T0, peer=peer)
+    auth.verify("REGISTER", respond(auth.challenge(T0, peer=peer)[0], "alice", "s3cret!"), T0 + 301, peer=peer)
+    auth.verify("REGISTER", None, T0, peer=peer)
+    auth.verify("REGISTER", "Digest garbage", T0, peer=peer)
+    auth.verify("REGISTER", respond(auth.challenge(T0, peer=peer)[0].replace(REALM, "other"), "alice", "x"),
+                T0, peer=peer)
+    assert auth.verify("REGISTER", respond(auth.challenge(T0, peer=peer)[0], "alice", "s3cret!"), T0, peer=peer).ok
+    assert guesses == [peer, peer]
+
+
 def test_method_and_uri_are_covered() -> None:
     auth = make_auth()
     h = auth.challenge(T0)[0]

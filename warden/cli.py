@@ -327,6 +327,68 @@ def _add_api_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.set_defaults(func=cmd_api_token_revoke)
 
 
+# --- ban: addresses the running PBX banned --------------------------------------
+
+
+def _control(args: argparse.Namespace, op: str, **op_args: object) -> object:
+    """The running PBX's answer to control op ``op`` (WardenError when it does not answer)."""
+    from .control import ControlClient, ControlError, ControlUnavailable
+    from .control.location import control_path
+
+    cfg = _load(args, check_files=False)
+    path = control_path(cfg)
+    try:
+        return ControlClient(path, timeout=5.0).call(op, **op_args)
+    except ControlUnavailable as exc:
+        raise WardenError(f"the PBX is not running or not answering on {path} ({exc})") from None
+    except ControlError as exc:
+        raise WardenError(str(exc)) from None
+
+
+def cmd_ban_list(args: argparse.Namespace) -> int:
+    """List the addresses the running PBX has banned."""
+    bans = _control(args, "bans.list")
+    assert isinstance(bans, list)
+    if args.json:
+        print(json.dumps(bans, indent=2))
+        return 0
+    if not bans:
+        print("no bans")
+        return 0
+    rows = [("ADDRESS", "EXPIRES IN", "DROPPED", "REASON")] + [
+        (str(b.get("address")), f"{b.get('expires_in')} s", str(b.get("dropped")), str(b.get("reason")))
+        for b in bans
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) + "  " + r[3])
+    return 0
+
+
+def cmd_ban_lift(args: argparse.Namespace) -> int:
+    """Lift the ban of one address."""
+    result = _control(args, "bans.lift", address=args.address)
+    address = result.get("address") if isinstance(result, dict) else args.address
+    print(f"lifted the ban of {address}")
+    return 0
+
+
+def _add_ban_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ban = sub.add_parser(
+        "ban", help="addresses banned for failed SIP authentication (asks the running PBX)",
+        description="Addresses the running PBX banned after too many failed SIP authentications "
+                    "(see the abuse settings). Bans end at a restart.",
+    ).add_subparsers(dest="ban_command", metavar="ACTION")
+    ban.required = True
+    p = ban.add_parser("list", help="list banned addresses")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_ban_list)
+    p = ban.add_parser("lift", help="lift the ban of an address (it may talk SIP again at once)")
+    p.add_argument("address", metavar="ADDRESS",
+                   help="a banned IPv4 address or IPv6 /64 (2001:db8:1:2::/64), or an address in one")
+    p.set_defaults(func=cmd_ban_lift)
+
+
 def cmd_version(_args: argparse.Namespace) -> int:
     print(f"warden-pbx {__version__}")
     return 0
@@ -372,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_ext_commands(sub)
     _add_api_commands(sub)
+    _add_ban_commands(sub)
     return parser
 
 

@@ -28,6 +28,7 @@ import yaml
 from .errors import ConfigError
 
 __all__ = [
+    "AbuseConfig",
     "APIConfig",
     "APISSLConfig",
     "Config",
@@ -123,15 +124,17 @@ def _address_list(value: Any) -> tuple[str, ...]:
 def _networks(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
+    if value is None:
+        value = []
     if not isinstance(value, list):
-        raise _Invalid(f"must be a list of IP addresses or networks (CIDR), got {value!r}")
+        raise _Invalid(f"must be a list of networks (e.g. 192.168.1.0/24), got {value!r}")
     out = []
     for v in value:
         try:
             out.append(str(ipaddress.ip_network(str(v).strip("[]"), strict=False)))
         except ValueError:
-            raise _Invalid(f"must list IP addresses or networks (CIDR), got {v!r}") from None
-    return tuple(out)
+            raise _Invalid(f"must list networks or addresses (e.g. 192.168.1.0/24, ::1), got {v!r}") from None
+    return tuple(dict.fromkeys(out))
 
 
 def _digest_algorithms(value: Any) -> tuple[str, ...]:
@@ -328,6 +331,36 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AbuseConfig:
+    """Brute-force bans and flood limits for SIP (see README, "Abuse resistance")."""
+
+    trusted: tuple[str, ...] = _setting(
+        ("127.0.0.0/8", "::1/128"), _networks,
+        "networks never banned, rate limited or capped per source (an office NAT, a local proxy)",
+    )
+    auth_failures: int = _setting(
+        10, _int(0, 10000), "wrong passwords or unknown users (digest answers) from one source (IPv4 address or IPv6 /64) that ban it (0: never ban)"
+    )
+    auth_window: float = _setting(60.0, _float(1, 86400), "seconds over which auth_failures are counted")
+    ban_time: float = _setting(
+        600.0, _float(1, 30 * 86400), "seconds a banned source gets no answer at all (bans end at a restart)"
+    )
+    requests_per_second: float = _setting(
+        200.0, _float(0, 1e6), "SIP messages per second one source may send, sustained (0: no limit)"
+    )
+    request_burst: int = _setting(1000, _int(1, 10**6), "SIP messages one source may send at once")
+    max_connections_per_source: int = _setting(
+        100, _int(1, 10**6), "open SIP TCP/TLS connections per source"
+    )
+    max_connections: int = _setting(10000, _int(1, 10**6), "open SIP TCP/TLS connections in all")
+    idle_timeout: float = _setting(
+        120.0, _float(0, 86400),
+        "seconds a SIP TCP/TLS connection may stay silent before any REGISTER or call succeeded on it (0: forever)",
+    )
+    max_headers: int = _setting(100, _int(10, 1000), "header fields in one SIP message (more: 400)")
+
+
+@dataclass(frozen=True, slots=True)
 class MediaConfig:
     """RTP relay."""
 
@@ -370,6 +403,7 @@ class Config:
     sip: SIPConfig = field(default_factory=SIPConfig)
     api: APIConfig = field(default_factory=APIConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    abuse: AbuseConfig = field(default_factory=AbuseConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

@@ -90,6 +90,7 @@ class Engine:
         self.txl = TransactionLayer()
         nonces = NonceManager(secrets.token_bytes(32))
         self.auth = DigestAuthenticator(realm, nonces, self._lookup, digest_algorithms)
+        self.auth.on_wrong_guess = self._wrong_guess
         self.registrar = Registrar(store, self.auth, registrar_policy)
         self.b2bua = B2BUA(self, store, self.auth, domain=realm, media=media, conference=conference,
                            media_timeout=media_timeout)
@@ -98,6 +99,8 @@ class Engine:
         """The UDPServer (set by the service) used to send datagrams."""
         self.listen_ports: dict[str, int] = {}
         """Our listening port per transport, for Via and Contact."""
+        self.shield: Any = None
+        """The abuse :class:`~warden.transport.shield.Shield` (set by the service), or None."""
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
@@ -124,9 +127,17 @@ class Engine:
     # -- inputs from transport threads (any thread) ------------------------------------------
 
     def datagram(self, data: bytes, peer: tuple[str, int], local: tuple[str, int], received_at: float) -> None:
+        if self.shield is not None and self.shield.admit(peer[0], self.inbound.qsize()) is not None:
+            return  # banned, over its rate, or shed under load: no engine work at all
         self.inbound.put(("dgram", data, peer, local))
 
     def stream_message(self, conn: Connection, message: Request | Response, received_at: float) -> None:
+        if self.shield is not None:  # not shed under load: a flow is not spoofed, and TCP does not retransmit
+            verdict = self.shield.admit(conn.peer[0])
+            if verdict is not None:
+                if verdict == "banned":
+                    conn.close("source banned")
+                return
         self.inbound.put(("msg", message, conn))
 
     def stream_invalid(self, conn: Connection, data: bytes, error: SIPParseError) -> None:
@@ -213,6 +224,8 @@ class Engine:
 
     def _message(self, message: Request | Response, source: Source, local: tuple[str, int],
                  conn: Connection | None) -> None:
+        if self.shield is not None and self.shield.banned(source.host):
+            return  # queued before the ban began
         now = time.monotonic()
         if isinstance(message, Response):
             self.txl.receive_response(message, source, now)
@@ -362,7 +375,22 @@ class Engine:
 
     def send_response(self, txn: ServerTransaction, response: Response) -> None:
         self.counters.responses_sent[response.status] = self.counters.responses_sent.get(response.status, 0) + 1
+        if self.shield is not None and txn.request is not None:
+            self._watch_auth(txn, txn.request, response)
         self.txl.send_response(txn, response, time.monotonic())
+
+    def _watch_auth(self, txn: ServerTransaction, req: Request, response: Response) -> None:
+        """Tell the shield of proven phones (not shed under load; their flows never idle out)."""
+        if 200 <= response.status < 300 and req.method in ("REGISTER", "INVITE"):
+            dest = txn.destination
+            self.shield.auth_succeeded(dest.host)
+            conn = self.flows.get(str(dest.flow) if dest.flow else None)
+            if conn is not None:
+                conn.keep = True
+
+    def _wrong_guess(self, peer: str) -> None:
+        if self.shield is not None:
+            self.shield.auth_failed(peer)  # enough of these ban the peer (warden.core.abuse)
 
     def send_stateless(self, response: Response, destination: Source) -> None:
         self.txl.send_stateless(response, destination)

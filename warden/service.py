@@ -22,10 +22,11 @@ from typing import Any
 
 from . import __version__
 from . import config as config_module
-from .config import Config
+from .config import AbuseConfig, Config
 from .api.supervisor import APISupervisor
 from .control import ControlError, ControlServer
 from .control.location import control_path
+from .core.abuse import AbusePolicy, normalize_address
 from .core.registrar import RegistrarPolicy
 from .engine import Engine
 from .media.anchor import MediaPlane
@@ -37,6 +38,7 @@ from .store import Store
 from .tls import TLSManager, expiry_level
 from .transport import HandshakeStats, Listener, StreamServer
 from .transport.telemetry import describe_failure
+from .transport.shield import Shield
 from .transport.sip_stream import SIPStreamHandler
 from .transport.udp import UDPServer
 
@@ -71,6 +73,16 @@ def _tls_managers(cfg: Config) -> dict[str, tuple[int, TLSManager]]:
     return out
 
 
+def abuse_policy(cfg: AbuseConfig) -> AbusePolicy:
+    """The sans-I/O guard's policy from the ``abuse`` section."""
+    return AbusePolicy(
+        auth_failures=cfg.auth_failures, auth_window=cfg.auth_window, ban_time=cfg.ban_time,
+        requests_per_second=cfg.requests_per_second, request_burst=cfg.request_burst,
+        max_connections_per_source=cfg.max_connections_per_source, max_connections=cfg.max_connections,
+        trusted=cfg.trusted,
+    )
+
+
 class Service:
     """Everything one ``warden-pbx run`` serves."""
 
@@ -86,6 +98,7 @@ class Service:
         self.media: MediaPlane | None = None
         self.api: APISupervisor | None = None
         self.conference: ConferenceBridge | None = None
+        self.shield = Shield(abuse_policy(config.abuse))
         self.started_at = time.time()
         self._stopping = threading.Event()
         self._api_reports: dict[int, dict[str, Any]] = {}
@@ -106,7 +119,7 @@ class Service:
             log.info("%s", manager.describe())
             manager.log_expiry()
         self.store = Store(cfg.store.path)
-        limits = ParserLimits(max_message_size=sip.max_message_size)
+        limits = ParserLimits(max_message_size=sip.max_message_size, max_headers=cfg.abuse.max_headers)
         self.media = MediaPlane(cfg.media.rtp_port_min, cfg.media.rtp_port_max)
         self.media.start()
         self.conference = ConferenceBridge(self.media.pool, cfg.media.conference_rooms)
@@ -120,6 +133,7 @@ class Service:
             ),
             media=self.media, conference=self.conference, media_timeout=cfg.media.media_timeout,
         )
+        engine.shield = self.shield
         engine.start()
         listeners = lambda port: [Listener(host, port) for host in sip.listen]  # noqa: E731
         if sip.udp_port:
@@ -130,12 +144,14 @@ class Service:
         handler = SIPStreamHandler(engine, engine.flows, limits)
         if sip.tcp_port:
             self.tcp = StreamServer(listeners(sip.tcp_port), handler, name="tcp",
-                                    handshake_timeout=sip.tls_handshake_timeout)
+                                    handshake_timeout=sip.tls_handshake_timeout,
+                                    shield=self.shield, idle_timeout=cfg.abuse.idle_timeout)
             self.tcp.start()
             engine.listen_ports["tcp"] = self.tcp.addresses[0][1]
         for lst in self.sips_listeners.values():
             lst.server = StreamServer(listeners(lst.port), handler, context_factory=lst.context,
-                                      handshake_timeout=sip.tls_handshake_timeout, name=lst.name)
+                                      handshake_timeout=sip.tls_handshake_timeout, name=lst.name,
+                                      shield=self.shield, idle_timeout=cfg.abuse.idle_timeout)
             lst.server.start()
             if lst.name == "sips":
                 self.sips = lst.server
@@ -164,6 +180,21 @@ class Service:
         server.register("reload", lambda args: self.reload())
         server.register("tls.api_report", self._api_handshakes_report)
         server.register("metrics", lambda args: self.metrics())
+        server.register("bans.list", lambda args: self.shield.bans())
+        server.register("bans.lift", self._lift_ban)
+
+    def _lift_ban(self, args: dict[str, Any]) -> dict[str, Any]:
+        raw = args.get("address")
+        if not isinstance(raw, str):
+            raise ControlError("'address' (a string) is required", 400)
+        try:
+            address = normalize_address(raw)
+        except ValueError:
+            raise ControlError(f"not an IP address: {raw[:64]!r}", 400) from None
+        if not self.shield.lift(address):
+            raise ControlError(f"{address} is not banned", 404)
+        log.warning("ban of %s lifted by an admin", address)
+        return {"address": address, "lifted": True}
 
     def status(self) -> dict[str, Any]:
         listeners = []
@@ -321,6 +352,7 @@ class Service:
             ("sip.realm", old.sip.realm, new.sip.realm),
             ("api", (old.api.enabled, old.api.bind, old.api.port), (new.api.enabled, new.api.bind, new.api.port)),
             ("store.path", old.store.path, new.store.path),
+            ("abuse.max_headers", old.abuse.max_headers, new.abuse.max_headers),
             ("media RTP range", (old.media.rtp_port_min, old.media.rtp_port_max),
              (new.media.rtp_port_min, new.media.rtp_port_max)),
         ) if a != b]
@@ -338,13 +370,17 @@ class Service:
             engine.submit(apply)
         if self.conference is not None:
             self.conference.room_numbers = set(new.media.conference_rooms)
+        self.shield.update(abuse_policy(new.abuse))
+        for server in (self.tcp, self.sips):
+            if server is not None:
+                server.idle_timeout = new.abuse.idle_timeout
         logging.getLogger().setLevel(new.logging.level.upper())
         # what only a restart applies stays as it runs, so the next reload compares against it
         self.config = replace(
             new,
             sip=replace(new.sip, listen=old.sip.listen, udp_port=old.sip.udp_port, tcp_port=old.sip.tcp_port,
                         tls_port=old.sip.tls_port, realm=old.sip.realm, tls_listeners=old.sip.tls_listeners),
-            api=old.api, store=old.store,
+            api=old.api, store=old.store, abuse=replace(new.abuse, max_headers=old.abuse.max_headers),
             media=replace(new.media, rtp_port_min=old.media.rtp_port_min, rtp_port_max=old.media.rtp_port_max),
         )
         if self.api is not None:

@@ -248,6 +248,19 @@ _SCHEMAS: dict[str, Any] = {
     "TLSStats": _obj({
         "listeners": {"type": "object", "additionalProperties": _ref("ListenerTLSStats")},
     }),
+    "Ban": _obj({
+        "address": {"type": "string", "description": "the banned IPv4 address or IPv6 /64 (`2001:db8:1:2::/64`)"},
+        "reason": {"type": "string", "description": "e.g. `10 failed authentications within 60 s`"},
+        "banned_at": {"type": "number", "description": "epoch seconds"},
+        "expires_at": {"type": "number", "description": "epoch seconds"},
+        "expires_in": {"type": "integer", "minimum": 0, "description": "seconds"},
+        "dropped": {"type": "integer", "minimum": 0,
+                    "description": "messages and connections from it dropped unanswered since"},
+    }),
+    "BanList": _obj({
+        "items": {"type": "array", "items": _ref("Ban")},
+        "total": {"type": "integer"},
+    }),
     "ReloadResult": _obj({
         "reloaded": {"type": "boolean"},
     }, extra=True, description="the PBX's answer (e.g. the new certificate's subject, or why it kept the old one)"),
@@ -392,6 +405,19 @@ def _paths() -> dict[str, Any]:
             "TLS handshakes by version and cipher, failures by reason, deprecated-protocol attempts, per listener",
             {"200": _json(_ref("TLSStats"), "TLS statistics")},
             errors=("BadGateway", "ServiceUnavailable"), op_id="getTLSStats", tag="tls")},
+        "/api/v1/bans": {"get": _op(
+            "Addresses banned for failed SIP authentication", {"200": _json(_ref("BanList"), "current bans")},
+            errors=("BadGateway", "ServiceUnavailable"), op_id="listBans", tag="bans",
+            description="Bans live in the PBX's memory: a restart ends them.")},
+        "/api/v1/bans/{address}": {
+            "parameters": [{"name": "address", "in": "path", "required": True,
+                            "description": "a banned IPv4 address or IPv6 /64, or an address in one "
+                                           "(anything else is 404)",
+                            "schema": {"type": "string"}}],
+            "delete": _op("Lift a ban", {"204": {"description": "lifted: the address may talk SIP again"}},
+                          role="admin", errors=("NotFound", "BadGateway", "ServiceUnavailable"),
+                          op_id="liftBan", tag="bans"),
+        },
         "/metrics": {"get": _op(
             "Prometheus metrics (text exposition format 0.0.4)",
             {"200": {"description": "the metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}},
@@ -424,7 +450,7 @@ def document() -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
         "tags": [{"name": n} for n in
-                 ("health", "status", "extensions", "registrations", "calls", "cdrs", "tls", "config")],
+                 ("health", "status", "extensions", "registrations", "calls", "cdrs", "tls", "config", "bans")],
         "paths": _paths(),
         "components": {
             "securitySchemes": {

@@ -32,6 +32,11 @@ Operations the API calls, and the results it expects (JSON):
     "registrations": {transport: n}, "calls": n, "sip": sip.stats}``.
 ``reload``
     ``{"reloaded": bool, ...}``.
+``bans.list``
+    a list of ``{"address": str, "reason": str, "banned_at": number,
+    "expires_at": number, "expires_in": int, "dropped": int}``.
+``bans.lift`` (args ``{"address": str}``)
+    ``{"address": str, "lifted": true}``; status 404 when it is not banned.
 """
 
 from __future__ import annotations
@@ -84,6 +89,18 @@ class PBX:
                              headers={"Retry-After": "5"}) from None
         except ControlError as exc:
             # Our operations name no resource, so any refusal is a PBX/API mismatch, not the client's fault.
+            log.error("control op %s failed: %s (status %d)", op, exc, exc.status)
+            raise APIProblem(502, f"the PBX failed the {op!r} operation: {exc}") from None
+
+    def call_resource(self, op: str, **args: Any) -> Any:
+        """Like :meth:`call`, for operations on one named object: the PBX's 404 stays a 404."""
+        try:
+            return self.client.call(op, **args)
+        except ControlUnavailable:
+            return self.call(op, **args)  # the same 503 (and a second chance)
+        except ControlError as exc:
+            if exc.status == 404:
+                raise APIProblem(404, str(exc)) from None
             log.error("control op %s failed: %s (status %d)", op, exc, exc.status)
             raise APIProblem(502, f"the PBX failed the {op!r} operation: {exc}") from None
 

@@ -42,6 +42,7 @@ from ..sip.transaction import (
 )
 from ..sip.uri import NameAddr, SipURI, parse_uri
 from ..store import Binding, Store
+from .text import storable
 
 if TYPE_CHECKING:
     from ..media.anchor import CallMedia, MediaPlane
@@ -241,14 +242,14 @@ class B2BUA:
             log.info("INVITE %s from %s:%d refused: %s", req.call_id, source.host, source.port, exc)
             self._refuse(txn, req, exc.status, str(exc)[:80])
             return
-        callee = req.uri.user_unescaped or ""
+        callee = storable(req.uri.user_unescaped or "")  # %-escapes may decode to bytes that are not UTF-8
         call = Call(id=next(self._ids), caller=caller, callee=callee, started=wall)
         a = Leg(call, "a", source, req, invite_txn=txn, dialog=dialog)
         call.a = a
         tls_version, tls_cipher = self.env.flow_info(source)
         try:
             call.cdr_id = self.store.start_cdr(
-                req.call_id, caller, callee, wall, caller_transport=source.transport,
+                storable(req.call_id), caller, callee, wall, caller_transport=source.transport,
                 caller_tls_version=tls_version, caller_tls_cipher=tls_cipher,
                 caller_source=f"{source.host}:{source.port}",
             )

@@ -22,6 +22,7 @@ from ..sip.message import Request, Response, make_response
 from ..sip.transaction import generate_tag
 from ..store import Binding, Store
 from ..store.bindings import binding_key
+from .text import storable
 
 __all__ = ["Origin", "Registrar", "RegistrarPolicy"]
 
@@ -124,18 +125,18 @@ class Registrar:
             expires = min(expires, policy.max_expires)
             key = binding_key(str(contact.uri), contact.instance, contact.reg_id)
             old = current.get(key)
-            if old is not None and old.call_id == call_id and cseq <= old.cseq:
+            if old is not None and old.call_id == storable(call_id) and cseq <= old.cseq:
                 return make_response(req, 500, "Out of order REGISTER", to_tag=self._tag)  # RFC 3261 §10.3 step 7
             if expires == 0:
                 updates.append((key, None))
                 continue
             updates.append((key, Binding(
                 aor=aor,
-                contact=str(contact.uri),
-                instance_id=contact.instance,
+                contact=storable(str(contact.uri)),
+                instance_id=None if contact.instance is None else storable(contact.instance),
                 reg_id=contact.reg_id,
                 expires_at=now + expires,
-                call_id=call_id,
+                call_id=storable(call_id),
                 cseq=cseq,
                 transport=origin.transport,
                 source_host=origin.host,
@@ -143,8 +144,8 @@ class Registrar:
                 local_host=origin.local_host,
                 local_port=origin.local_port,
                 flow_token=origin.flow or "",
-                path=", ".join(req.headers.get_all("Path")),
-                user_agent=req.headers.get("User-Agent") or "",
+                path=storable(", ".join(req.headers.get_all("Path"))),
+                user_agent=storable(req.headers.get("User-Agent") or ""),
                 tls_version=origin.tls_version,
                 tls_cipher=origin.tls_cipher,
                 q=contact.q if contact.q is not None else 1.0,

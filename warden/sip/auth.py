@@ -69,7 +69,19 @@ def _split_algorithm(algorithm: str) -> tuple[str, bool]:
 
 
 def _h(base: str, text: str) -> str:
-    return _HASHES[base](text.encode("utf-8")).hexdigest()
+    # surrogateescape: header bytes that are not UTF-8 (say, in a cnonce) reach
+    # us surrogate-escaped; the client hashed those very bytes.
+    return _HASHES[base](text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _is_text(value: str) -> bool:
+    """False for header text holding bytes that are not UTF-8 (surrogate-escaped
+    by the parser): no extension has such a name, and no store can look it up."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def ha1(username: str, realm: str, password: str, algorithm: str = "MD5") -> str:
@@ -513,7 +525,7 @@ class DigestAuthenticator:
     """
 
     __slots__ = ("realm", "nonces", "_lookup", "algorithms", "allow_no_qop", "proxy",
-                 "opaque", "_dummy")
+                 "opaque", "_dummy", "on_wrong_guess")
 
     def __init__(
         self, realm: str, nonces: NonceManager, lookup: Callable[[str], HA1Pair | None],
@@ -539,6 +551,10 @@ class DigestAuthenticator:
         self.opaque = opaque
         """Echoed by phones; not checked, the nonce is already authenticated."""
         self._dummy = HA1Pair(secrets.token_hex(16), secrets.token_hex(32))
+        self.on_wrong_guess: Callable[[str], None] | None = None
+        """Called with the peer when an answer was checked against a password and
+        failed (wrong password or unknown user): what brute-force bans count.
+        Stale, foreign or malformed nonces and credentials are no guesses."""
 
     def __repr__(self) -> str:
         return f"<DigestAuthenticator realm={self.realm!r} algorithms={self.algorithms}>"
@@ -588,7 +604,11 @@ class DigestAuthenticator:
                 creds = parsed
         if creds is None:
             return AuthResult(AuthReason.MALFORMED, detail=error)
-        return self._verify(method, creds, now, peer, request_uri)
+        result = self._verify(method, creds, now, peer, request_uri)
+        if peer and self.on_wrong_guess is not None and result.reason in (
+                AuthReason.BAD_RESPONSE, AuthReason.UNKNOWN_USER):
+            self.on_wrong_guess(peer)
+        return result
 
     def _verify(
         self, method: str, c: Credentials, now: float, peer: str | None,
@@ -619,7 +639,7 @@ class DigestAuthenticator:
         if nonce_status is NonceStatus.INVALID:
             return fail(AuthReason.INVALID_NONCE, "nonce is not ours or bound to another peer")
 
-        stored = self._lookup(c.username)
+        stored = self._lookup(c.username) if _is_text(c.username) else None
         key = (stored or self._dummy).for_algorithm(base)
         expected = _response(
             c.algorithm, key, nonce=c.nonce, method=method, uri=c.uri,

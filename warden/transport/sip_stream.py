@@ -67,6 +67,8 @@ class SIPStreamHandler:
         self.flows = flows
         self.limits = limits
         self._framers: dict[int, StreamFramer] = {}
+        self._spoke: set[int] = set()
+        """Connections that delivered a message: only their close concerns the engine."""
 
     def on_open(self, conn: Connection) -> None:
         self._framers[conn.id] = StreamFramer(self.limits)
@@ -74,22 +76,29 @@ class SIPStreamHandler:
 
     def on_data(self, conn: Connection, data: bytes) -> None:
         framer = self._framers.get(conn.id)
-        if framer is None:
-            return
+        if framer is None or framer.broken:
+            return  # the close is queued; bytes still in this read loop are dropped unlogged
         try:
             framer.feed(data)
             for event in framer:
                 if isinstance(event, MessageReceived):
+                    self._spoke.add(conn.id)
                     self.sink.stream_message(conn, event.message, time.time())
                 elif isinstance(event, KeepAlivePing):
                     conn.send(KeepAlivePing.PONG)
                 elif isinstance(event, InvalidMessage):
+                    self._spoke.add(conn.id)
                     self.sink.stream_invalid(conn, event.data, event.error)
         except SIPParseError as exc:
             log.info("%s flow %d from %s:%d: framing error, closing: %s", conn.transport, conn.id, *conn.peer, exc)
             conn.close(f"framing error: {exc}")
 
     def on_close(self, conn: Connection, reason: str) -> None:
+        """Tell the engine, unless the connection never carried a message: nothing
+        can refer to its flow then, and a handshake flood would otherwise cost the
+        engine thread a wake-up and a scan of every call per connection."""
         self._framers.pop(conn.id, None)
         self.flows.remove(conn)
-        self.sink.stream_closed(conn, reason)
+        if conn.id in self._spoke:
+            self._spoke.discard(conn.id)
+            self.sink.stream_closed(conn, reason)

@@ -84,6 +84,8 @@ class Connection:
     established: bool = False
     closed: bool = False
     handshake_deadline: float = 0.0
+    keep: bool = False
+    """A registration or call lives on this flow: the idle timeout does not apply."""
     _out: collections.deque[bytes] = field(default_factory=collections.deque, repr=False)
     _out_size: int = 0
 
@@ -114,6 +116,7 @@ class _IOWorker(threading.Thread):
         self.connections: set[Connection] = set()
         self.handshaking: set[Connection] = set()
         self.running = True
+        self._next_idle_check = 0.0
 
     # -- called from other threads -------------------------------------------
 
@@ -163,6 +166,8 @@ class _IOWorker(threading.Thread):
                     if mask & selectors.EVENT_READ and not conn.closed:
                         self._read(conn)
                 self._expire_handshakes()
+                if self.server.idle_timeout:
+                    self._expire_idle()
         finally:
             for conn in list(self.connections):
                 self._close(conn, "server stopped")
@@ -215,6 +220,17 @@ class _IOWorker(threading.Thread):
             self.server.stats.failed(conn.transport, "timeout")
             log.info("%s handshake from %s timed out", conn.transport.upper(), _fmt(conn.peer))
             self._close(conn, "handshake timeout", notify=False)
+
+    def _expire_idle(self) -> None:
+        now = time.monotonic()
+        if now < self._next_idle_check:
+            return
+        self._next_idle_check = now + 1.0
+        silent_since = now - self.server.idle_timeout
+        for conn in [c for c in self.connections if c.established and not c.keep and c.last_activity < silent_since]:
+            log.info("%s connection from %s silent for %.0f s and nothing registered on it: closed",
+                     conn.transport.upper(), _fmt(conn.peer), now - conn.last_activity)
+            self._close(conn, "idle timeout")
 
     def _handshake(self, conn: Connection) -> None:
         sock = conn.sock
@@ -324,7 +340,7 @@ class _IOWorker(threading.Thread):
             conn.sock.close()
         except OSError:
             pass
-        self.server._released()
+        self.server._released(conn.peer[0])
         if notify and conn.established:
             try:
                 self.server.handler.on_close(conn, reason)
@@ -349,6 +365,8 @@ class StreamServer:
         io_threads: int = 2,
         max_connections: int = 15000,
         name: str = "stream",
+        shield: Any = None,
+        idle_timeout: float = 0.0,
     ) -> None:
         self.listeners = listeners
         self.handler = handler
@@ -357,6 +375,10 @@ class StreamServer:
         self.handshake_timeout = handshake_timeout
         self.max_connections = max_connections
         self.name = name
+        self.shield = shield
+        """Per-source admission (:class:`warden.transport.shield.Shield`), or None."""
+        self.idle_timeout = idle_timeout
+        """Seconds a connection without ``keep`` may stay silent (0: forever)."""
         self.stats = HandshakeStats(listener=name)
         self._sockets: list[socket.socket] = []
         self._workers = [_IOWorker(self, i) for i in range(io_threads)]
@@ -401,9 +423,11 @@ class StreamServer:
         """A snapshot of the open connections."""
         return [c for w in self._workers for c in list(w.connections)]
 
-    def _released(self) -> None:
+    def _released(self, host: str | None = None) -> None:
         with self._count_lock:
             self.open_connections -= 1
+        if host is not None and self.shield is not None:
+            self.shield.close_connection(host)
 
     def _accept_loop(self) -> None:
         sel = selectors.DefaultSelector()
@@ -440,6 +464,11 @@ class StreamServer:
                 log.warning("connection limit %d reached: refusing %s", self.max_connections, _fmt(addr))
                 sock.close()
                 continue
+            if self.shield is not None and self.shield.open_connection(addr[0]) is not None:
+                log.debug("%s connection from %s refused", self.transport.upper(), _fmt(addr))
+                sock.close()  # the shield logs why, once per source and episode
+                self._released()
+                continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             worker = next(self._next_worker)
@@ -449,7 +478,7 @@ class StreamServer:
                 except (ssl.SSLError, OSError) as exc:
                     log.warning("cannot start TLS with %s: %s", _fmt(addr), exc)
                     sock.close()
-                    self._released()
+                    self._released(addr[0])
                     continue
             conn = Connection(
                 sock=sock,

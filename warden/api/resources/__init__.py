@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
+from .bans import bp as bans
 from .calls import bp as calls
 from .cdrs import bp as cdrs
 from .config import bp as config
@@ -16,4 +17,5 @@ from .tls import bp as tls
 
 __all__ = ["BLUEPRINTS"]
 
-BLUEPRINTS: tuple[Blueprint, ...] = (health, status, extensions, registrations, calls, cdrs, tls, config, metrics)
+BLUEPRINTS: tuple[Blueprint, ...] = (health, status, extensions, registrations, calls, cdrs, tls, config, bans,
+                                   metrics)
