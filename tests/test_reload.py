@@ -7,6 +7,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import ssl
 import time
 from pathlib import Path
@@ -163,3 +165,47 @@ logging: {{level: info, file: ""}}
     finally:
         caller.close()
         callee.close()
+
+
+def warden_cli(config_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "warden", "--config", str(config_file), *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_reload_command_applies_new_certificates_and_refuses_a_broken_key(
+        pki: PKI, pbx_factory: Any, tmp_path: Path) -> None:
+    """``warden-pbx reload`` does what SIGHUP does and says whether it took."""
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    cert, key = certs / "server.crt", certs / "server.key"
+    shutil.copy2(pki.cert, cert)
+    shutil.copy2(pki.key, key)
+    udp, tls = free_port(), free_port()
+    text = config(pki, tmp_path, udp, tls, False).replace(str(pki.cert), str(cert)).replace(str(pki.key), str(key))
+    pbx = pbx_factory(text, [("127.0.0.1", tls)])
+    store = Store(tmp_path / "var" / "warden.db")
+    store.add_extension("1001", "secret-1001", realm="warden")
+    store.close()
+    phone = TLSPhone(("127.0.0.1", tls), pki.ca, "1001", "secret-1001")
+    try:
+        assert phone.register().status == 200
+        fresh = certtool.generate(same_ca_dir(pki, tmp_path / "new"), sans=["localhost", "127.0.0.1"],
+                                  common_name="reloaded.warden.test")
+        os.replace(fresh.server_key, key)
+        os.replace(fresh.server_cert, cert)
+        done = warden_cli(pbx.config, "reload")
+        assert done.returncode == 0, done.stderr
+        assert "reloaded" in done.stdout
+        assert peer_certificate(tls, pki.ca) == leaf_der(cert)
+
+        key.write_text("-----BEGIN PRIVATE KEY-----\nbroken\n-----END PRIVATE KEY-----\n")
+        refused = warden_cli(pbx.config, "reload")
+        assert refused.returncode == 1
+        assert "reload refused" in refused.stderr and "private key" in refused.stderr
+        assert peer_certificate(tls, pki.ca) == leaf_der(cert)  # the new certificate still serves
+        assert phone.register().status == 200  # over the connection made before both reloads
+    finally:
+        phone.close()
+    pbx.stop()
+    gone = warden_cli(pbx.config, "reload")
+    assert gone.returncode == 2 and "not running" in gone.stderr

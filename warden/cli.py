@@ -389,6 +389,23 @@ def _add_ban_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.set_defaults(func=cmd_ban_lift)
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Ask the running PBX to re-read its config and certificates, as SIGHUP does.
+
+    Exit 0 when the new settings are in force, 1 when the PBX refused them (it
+    keeps the running ones and says why), 2 when no PBX answers.
+    """
+    result = _control(args, "reload")
+    if not isinstance(result, dict) or not result.get("reloaded"):
+        error = result.get("error") if isinstance(result, dict) else result
+        print(f"reload refused, the running settings stay: {error}", file=sys.stderr)
+        return 1
+    print("reloaded: new connections get the new TLS settings; open connections and calls go on")
+    for key in result.get("restart_needed") or []:
+        print(f"  {key} changed: takes effect at the next restart")
+    return 0
+
+
 def cmd_version(_args: argparse.Namespace) -> int:
     print(f"warden-pbx {__version__}")
     return 0
@@ -409,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("run", cmd_run, "run the PBX in the foreground (SIGTERM/SIGINT stop, SIGHUP reloads certificates)")
     p = add("check-config", cmd_check_config, "validate the configuration and the files it names")
     p.add_argument("--reference", action="store_true", help="print every setting with its default and meaning")
+    add("reload", cmd_reload, "ask the running PBX to re-read its config and certificates (as SIGHUP does)")
     add("version", cmd_version, "print the version")
 
     tls = sub.add_parser("tls", help="TLS policy tools").add_subparsers(dest="tls_command", metavar="ACTION")
