@@ -55,6 +55,8 @@ __all__ = ["Engine", "Counters"]
 log = logging.getLogger("warden.engine")
 
 _STOP = object()
+_BATCH = 64
+"""Most queued items handled per loop turn (one store commit, one flush)."""
 
 
 class Counters:
@@ -138,25 +140,40 @@ class Engine:
     # -- the loop -----------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        get = self.inbound.get
+        get, get_nowait = self.inbound.get, self.inbound.get_nowait
+        item: Any = None
         while True:
-            timeout = self._next_timeout()
-            try:
-                item = get(timeout=timeout)
-            except queue.Empty:
-                item = None
-            if item is _STOP:
-                return
-            if item is not None:
+            if item is None:
                 try:
-                    self._dispatch(item)
-                except Exception:
-                    log.exception("engine failed on %s", item[0])
+                    item = get(timeout=self._next_timeout())
+                except queue.Empty:
+                    item = None
+            # Strategy: one turn handles what is queued (up to _BATCH items) in one
+            # store transaction, committed before anything is sent, so a response
+            # never announces a write that could still be lost. An item left over
+            # when the batch is full starts the next turn, keeping queue order.
             try:
-                self._fire_timers()
+                with self.store.batch():
+                    for _ in range(_BATCH):
+                        if item is None or item is _STOP:
+                            break
+                        try:
+                            self._dispatch(item)
+                        except Exception:
+                            log.exception("engine failed on %s", item[0])
+                        try:
+                            item = get_nowait()
+                        except queue.Empty:
+                            item = None
+                    self._fire_timers()
+            except Exception:
+                log.exception("engine failed on timers or the store commit")
+            try:
                 self._flush()
             except Exception:
-                log.exception("engine failed on timers")
+                log.exception("engine failed on output")
+            if item is _STOP:
+                return
 
     def _next_timeout(self) -> float | None:
         now = time.monotonic()
