@@ -24,7 +24,7 @@ from .api.supervisor import APISupervisor
 from .control import ControlServer
 from .control.location import control_path
 from .core.registrar import RegistrarPolicy
-from .engine import Engine
+from .engine import Engine, tune_gc
 from .media.anchor import MediaPlane
 from .media.conference import ConferenceBridge
 from .errors import WardenError
@@ -105,6 +105,7 @@ class Service:
             # reaches the PBX only through the control socket, so either side restarts alone
             self.api = APISupervisor(cfg.source, cfg)
             self.api.start()
+        tune_gc()
 
     def _tls_context(self) -> Any:
         """The current server context: a reload may have replaced the manager."""

@@ -26,7 +26,7 @@ import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import SIPParseError, WardenError
 from ..sip.auth import DigestAuthenticator
@@ -190,6 +190,8 @@ class B2BUA:
         self._by_server_txn: dict[ServerTransaction, Leg] = {}
         self._pending: dict[ClientTransaction, tuple[Leg, str, ServerTransaction | None, Request | None]] = {}
         self._dialogs: dict[tuple[str, str], Leg] = {}
+        self._answered: dict[str, int] = {}
+        """Extensions in answered calls, with how many (kept by _answer and _finish)."""
 
     # -- public queries -----------------------------------------------------------
 
@@ -292,7 +294,7 @@ class B2BUA:
         if not call.forks:
             self._fail_call(call, 480, "Temporarily Unavailable")
             return
-        self.env.call_later(self.ring_timeout, lambda: self._ring_timeout(call))
+        self._later(self.ring_timeout, call, self._ring_timeout)
 
     def _refuse(self, txn: ServerTransaction, req: Request, status: int, reason: str,
                 headers: list[tuple[str, str]] | None = None, *, to_tag: str | None = None) -> None:
@@ -300,8 +302,32 @@ class B2BUA:
         resp = make_response(req, status, reason, to_tag=to_tag or generate_tag(), headers=headers or [])
         self.env.send_response(txn, resp)
 
+    def _later(self, delay: float, call: Call, fn: Callable[..., None], *args: Any) -> None:
+        """``fn(call, *args)`` after ``delay`` if the call is still live.
+
+        The timer holds the call's id, not the call: an ended call (and its
+        requests, dialogs and media) is freed at once rather than when its
+        ring timeout falls due minutes later, which kept thousands of dead
+        calls alive under load, costing memory and garbage-collector time.
+        """
+        call_id = call.id
+
+        def fire() -> None:
+            live = self.calls.get(call_id)
+            if live is not None:
+                fn(live, *args)
+
+        self.env.call_later(delay, fire)
+
     def _busy(self, callee: str) -> bool:
-        return any(c.state == "answered" and callee in (c.caller, c.callee) for c in self.calls.values())
+        return callee in self._answered
+
+    def _answer(self, call: Call) -> None:
+        """The call is answered: its caller and callee count as busy until it ends."""
+        call.state = "answered"
+        call.answered_at = self.env.wall()
+        for ext in {call.caller, call.callee}:
+            self._answered[ext] = self._answered.get(ext, 0) + 1
 
     def _fork(self, call: Call, binding: Binding, destination: Source, body: bytes) -> None:
         a_req = call.a.invite
@@ -407,9 +433,8 @@ class B2BUA:
         if call.state != "ringing" or leg.cancelled:
             self._bye(leg, "late answer")  # another fork won, or the caller gave up
             return
-        call.state = "answered"
         call.b = leg
-        call.answered_at = self.env.wall()
+        self._answer(call)
         self._dialogs[(leg.invite.call_id, leg.invite.from_.tag or "")] = leg
         for other in list(call.forks):
             if other is not leg:
@@ -460,11 +485,7 @@ class B2BUA:
             return
         if elapsed > 0 and a.last_2xx is not None:
             self.env.send_stateless(a.last_2xx, a.destination)
-
-        def again() -> None:
-            self._retransmit_2xx(call, min(interval * 2, 4.0), elapsed + interval)
-
-        self.env.call_later(interval, again)
+        self._later(interval, call, self._retransmit_2xx, min(interval * 2, 4.0), elapsed + interval)
 
     def _cancel(self, leg: Leg) -> None:
         """Give up on a B leg: CANCEL it now, or once its first 1xx comes (§9.1)."""
@@ -645,14 +666,14 @@ class B2BUA:
             assert call.media is not None
             last = call.media.last_activity()
         if last is None:  # on hold both ways: nothing is expected to flow
-            self.env.call_later(5.0, lambda: self._watch_media(call))
+            self._later(5.0, call, self._watch_media)
             return
         idle = self.env.now() - last
         if idle >= self.media_timeout:
             log.info("call %d: no RTP for %.0f s, hanging up", call.id, idle)
             self._end_call(call, "answered", "media timeout", bye_a=True, bye_b=True)
             return
-        self.env.call_later(min(5.0, max(0.5, self.media_timeout - idle)), lambda: self._watch_media(call))
+        self._later(min(5.0, max(0.5, self.media_timeout - idle)), call, self._watch_media)
 
     def _join_room(self, call: Call, source: Source) -> None:
         """The callee is a conference room: we answer as the room."""
@@ -674,8 +695,7 @@ class B2BUA:
             self._fail_call(call, 503, "Service Unavailable", disposition=("failed", "no media ports"))
             return
         call.room_joined = self.env.now()
-        call.state = "answered"
-        call.answered_at = self.env.wall()
+        self._answer(call)
         if call.cdr_id is not None:
             try:
                 self.store.answer_cdr(call.cdr_id, call.answered_at, callee_contact=f"conference room {call.callee}")
@@ -726,6 +746,13 @@ class B2BUA:
             self._pending[txn] = (leg, "bye", None, None)
 
     def _finish(self, call: Call, disposition: str, cause: str) -> None:
+        if call.state == "answered":
+            for ext in {call.caller, call.callee}:
+                left = self._answered.get(ext, 0) - 1
+                if left > 0:
+                    self._answered[ext] = left
+                else:
+                    self._answered.pop(ext, None)
         call.state = "ended"
         if call.cdr_id is not None:
             try:
