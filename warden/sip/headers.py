@@ -181,6 +181,9 @@ def canonical_name(name: str) -> str:
 
 def _split_list(value: str) -> list[str]:
     """Split a list header value on commas outside quotes and ``<...>``; drop empty items."""
+    if "," not in value:  # one element: nothing to split
+        value = value.strip(" \t")
+        return [value] if value else []
     if '"' not in value and "<" not in value:  # the common case, without a character loop
         return [item for item in (part.strip(" \t") for part in value.split(",")) if item]
     items: list[str] = []
