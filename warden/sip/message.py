@@ -489,6 +489,12 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
                 f"truncated body: {len(body)} bytes, Content-Length says {length}", 400
             )
         body = body[:length]
+    return _from_head(start_line, headers, body)
+
+
+def _from_head(start_line: str, headers: Headers, body: bytes) -> Request | Response:
+    """The message from a head split by :func:`_parse_head` and its body, already
+    cut to Content-Length (the stream framer parses the head once, for both)."""
     msg = _start(start_line, headers, body)
     _validate(msg)
     return msg

@@ -78,6 +78,8 @@ class Connection:
     handshake_deadline: float = 0.0
     _out: collections.deque[bytes] = field(default_factory=collections.deque, repr=False)
     _out_size: int = 0
+    _events: int = 0
+    """The selector events this connection is registered for (modified only on change)."""
 
     def send(self, data: bytes) -> bool:
         """Queue ``data`` for this peer; thread-safe. False if it is gone."""
@@ -103,6 +105,8 @@ class _IOWorker(threading.Thread):
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._lock = threading.Lock()
         self._pending: list[tuple[str, Connection, object]] = []
+        self._wake_pending = False
+        """A wake-up byte is written and not drained yet (guarded by _lock)."""
         self.connections: set[Connection] = set()
         self.handshaking: set[Connection] = set()
         self.running = True
@@ -112,6 +116,9 @@ class _IOWorker(threading.Thread):
     def _post(self, op: str, conn: Connection, arg: object = None) -> None:
         with self._lock:
             self._pending.append((op, conn, arg))
+            wake, self._wake_pending = not self._wake_pending, True
+        if not wake:
+            return  # one wake-up byte is enough for everything posted before the drain
         try:
             os.write(self._wake_w, b"\0")
         except BlockingIOError:
@@ -176,10 +183,12 @@ class _IOWorker(threading.Thread):
             pass
         with self._lock:
             pending, self._pending = self._pending, []
+            self._wake_pending = False
         for op, conn, arg in pending:
             if op == "adopt":
                 self.connections.add(conn)
                 self.selector.register(conn.sock, selectors.EVENT_READ, conn)
+                conn._events = selectors.EVENT_READ
                 if conn.transport == "tcp":
                     self._established(conn)
                 else:
@@ -214,10 +223,10 @@ class _IOWorker(threading.Thread):
         try:
             sock.do_handshake()
         except ssl.SSLWantReadError:
-            self.selector.modify(sock, selectors.EVENT_READ, conn)
+            self._set_events(conn, selectors.EVENT_READ)
             return
         except ssl.SSLWantWriteError:
-            self.selector.modify(sock, selectors.EVENT_WRITE, conn)
+            self._set_events(conn, selectors.EVENT_WRITE)
             return
         except (ssl.SSLError, OSError) as exc:
             reason = classify_handshake_error(exc)
@@ -236,7 +245,7 @@ class _IOWorker(threading.Thread):
     def _established(self, conn: Connection) -> None:
         conn.established = True
         self.handshaking.discard(conn)
-        self.selector.modify(conn.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if conn._out else 0), conn)
+        self._set_events(conn, selectors.EVENT_READ | (selectors.EVENT_WRITE if conn._out else 0))
         try:
             self.server.handler.on_open(conn)
         except Exception:
@@ -253,7 +262,7 @@ class _IOWorker(threading.Thread):
             except (ssl.SSLWantReadError, BlockingIOError):
                 return
             except ssl.SSLWantWriteError:
-                self.selector.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+                self._set_events(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)
                 return
             except (ssl.SSLError, OSError) as exc:
                 self._close(conn, f"read error: {_detail(exc)}")
@@ -278,7 +287,7 @@ class _IOWorker(threading.Thread):
             try:
                 sent = sock.send(chunk)
             except (ssl.SSLWantWriteError, BlockingIOError, ssl.SSLWantReadError):
-                self.selector.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+                self._set_events(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)
                 return
             except (ssl.SSLError, OSError) as exc:
                 self._close(conn, f"write error: {_detail(exc)}")
@@ -288,7 +297,14 @@ class _IOWorker(threading.Thread):
                 conn._out[0] = chunk[sent:]
             else:
                 conn._out.popleft()
-        self.selector.modify(sock, selectors.EVENT_READ, conn)
+        self._set_events(conn, selectors.EVENT_READ)
+
+    def _set_events(self, conn: Connection, events: int) -> None:
+        """Change what the selector watches for ``conn``; a no-op (no epoll_ctl) when unchanged,
+        as after most flushes."""
+        if conn._events != events:
+            self.selector.modify(conn.sock, events, conn)
+            conn._events = events
 
     def _close(self, conn: Connection, reason: str, *, notify: bool = True) -> None:
         if conn.closed:
