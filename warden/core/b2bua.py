@@ -22,6 +22,7 @@ A fork is only cancelled once it has sent a provisional response (RFC 3261
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 from collections.abc import Callable
@@ -52,6 +53,8 @@ __all__ = ["B2BUA", "Call", "CallEnv", "Leg"]
 log = logging.getLogger("warden.b2bua")
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+_RING_SWEEP = 1.0
+"""Seconds between checks for calls ringing past ring_timeout."""
 _RELAYED_IN_DIALOG = ("INFO", "UPDATE", "INVITE")
 _HANGUP = {
     404: ("not_found", "unknown extension"),
@@ -192,6 +195,9 @@ class B2BUA:
         self._dialogs: dict[tuple[str, str], Leg] = {}
         self._answered: dict[str, int] = {}
         """Extensions in answered calls, with how many (kept by _answer and _finish)."""
+        self._ringing: collections.deque[tuple[float, int]] = collections.deque()
+        """(ring deadline, call id) of calls placed, oldest first: one sweep a second
+        instead of a timer per call, which kept a closure alive for ring_timeout."""
 
     # -- public queries -----------------------------------------------------------
 
@@ -294,7 +300,9 @@ class B2BUA:
         if not call.forks:
             self._fail_call(call, 480, "Temporarily Unavailable")
             return
-        self._later(self.ring_timeout, call, self._ring_timeout)
+        self._ringing.append((self.env.now() + self.ring_timeout, call.id))
+        if len(self._ringing) == 1:
+            self.env.call_later(_RING_SWEEP, self._ring_sweep)
 
     def _refuse(self, txn: ServerTransaction, req: Request, status: int, reason: str,
                 headers: list[tuple[str, str]] | None = None, *, to_tag: str | None = None) -> None:
@@ -620,6 +628,17 @@ class B2BUA:
             if leg is not None and leg.invite_txn is not txn:
                 self._by_server_txn.pop(txn, None)
 
+    def _ring_sweep(self) -> None:
+        """Stop the calls still ringing at their deadline; again in a second while any wait."""
+        now, ringing = self.env.now(), self._ringing
+        while ringing and ringing[0][0] <= now:
+            _, call_id = ringing.popleft()
+            call = self.calls.get(call_id)
+            if call is not None:
+                self._ring_timeout(call)
+        if ringing:
+            self.env.call_later(_RING_SWEEP, self._ring_sweep)
+
     def _ring_timeout(self, call: Call) -> None:
         if call.state == "ringing":
             for fork in list(call.forks):
@@ -761,6 +780,13 @@ class B2BUA:
                 log.error("call %d: CDR end failed: %s", call.id, exc)
         log.info("call %d ended: %s (%s)", call.id, disposition, cause)
         self.calls.pop(call.id, None)
+        # An answered fork's INVITE transaction lives on 32 s (Timer M) to pass up
+        # 2xx retransmissions, and its entry here kept the whole call alive (memory,
+        # and garbage-collector time under load). The 2xx was ACKed when it came
+        # and the dialog is being torn down: forget it now.
+        for fork in (*call.forks, call.b):
+            if fork is not None and fork.acked and isinstance(fork.invite_txn, ClientTransaction):
+                self._pending.pop(fork.invite_txn, None)
         if call.media is not None:
             call.media.close()
         if call.room is not None and self.conference is not None:
