@@ -184,6 +184,7 @@ class _IOWorker(threading.Thread):
         with self._lock:
             pending, self._pending = self._pending, []
             self._wake_pending = False
+        to_flush: dict[Connection, None] = {}  # in order, once each
         for op, conn, arg in pending:
             if op == "adopt":
                 self.connections.add(conn)
@@ -204,11 +205,14 @@ class _IOWorker(threading.Thread):
                 conn._out.append(arg)
                 conn._out_size += len(arg)
                 if conn.established:
-                    self._flush(conn)
+                    to_flush[conn] = None
             elif op == "close":
                 if conn.established:
                     self._flush(conn)
                 self._close(conn, str(arg))
+        for conn in to_flush:
+            if not conn.closed:
+                self._flush(conn)
 
     def _expire_handshakes(self) -> None:
         now = time.monotonic()
@@ -282,6 +286,13 @@ class _IOWorker(threading.Thread):
 
     def _flush(self, conn: Connection) -> None:
         sock = conn.sock
+        out = conn._out
+        # what queued up meanwhile goes in one write (one TLS record, one syscall); not
+        # while a blocked TLS write waits to be retried with the bytes it was given
+        if len(out) > 1 and not conn._events & selectors.EVENT_WRITE:
+            joined = b"".join(out)
+            out.clear()
+            out.append(joined)
         while conn._out:
             chunk = conn._out[0]
             try:
