@@ -341,6 +341,22 @@ def test_bindings_survive_a_reopen(db_path: Path) -> None:
         assert s.bindings("1001", now=T0) == [b]
 
 
+def test_a_store_refuses_to_cross_fork(store: Store) -> None:
+    store.add_extension("1001", PASSWORD, realm=REALM)
+    pid = os.fork()
+    if pid == 0:  # the child must not use the parent's SQLite connection
+        try:
+            store.get_extension("1001")
+        except StoreError as exc:
+            os._exit(0 if "cannot cross fork" in str(exc) else 2)
+        except BaseException:
+            os._exit(3)
+        os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.get_extension("1001") is not None  # the parent's store still works
+
+
 def test_a_batch_commits_its_writes_once_at_the_end(store: Store, db_path: Path) -> None:
     store.add_extension("1001", PASSWORD, realm=REALM)
     store.add_extension("1002", PASSWORD, realm=REALM)

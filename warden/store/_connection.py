@@ -40,6 +40,17 @@ __all__ = ["MEMORY", "Database"]
 
 log = logging.getLogger("warden.store")
 
+_fork_generation = 0
+"""How many times this process's ancestry forked since import (see _connection())."""
+
+
+def _forked() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
 #: Pass as the path for a private in-memory database (tests, tools).
 MEMORY = ":memory:"
 
@@ -90,7 +101,7 @@ class Database:
         self._clock = clock
         self._lock = threading.RLock()
         self._batching = False
-        self._pid = os.getpid()
+        self._generation = _fork_generation
         if not memory:
             try:
                 _prepare_file(Path(self.path))
@@ -156,7 +167,7 @@ class Database:
         conn = self._conn
         if conn is None:
             raise StoreError(f"{self.path}: the store is closed", status=500)
-        if os.getpid() != self._pid:
+        if _fork_generation != self._generation:  # cheaper than os.getpid(), a system call per query
             # A SQLite connection must not be used on both sides of fork().
             raise StoreError(f"{self.path}: a Store cannot cross fork(); open one in the child", status=500)
         if write and self._batching and not conn.in_transaction:
