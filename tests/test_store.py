@@ -341,6 +341,65 @@ def test_bindings_survive_a_reopen(db_path: Path) -> None:
         assert s.bindings("1001", now=T0) == [b]
 
 
+def test_a_store_refuses_to_cross_fork(store: Store) -> None:
+    store.add_extension("1001", PASSWORD, realm=REALM)
+    pid = os.fork()
+    if pid == 0:  # the child must not use the parent's SQLite connection
+        try:
+            store.get_extension("1001")
+        except StoreError as exc:
+            os._exit(0 if "cannot cross fork" in str(exc) else 2)
+        except BaseException:
+            os._exit(3)
+        os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.get_extension("1001") is not None  # the parent's store still works
+
+
+def test_a_batch_commits_its_writes_once_at_the_end(store: Store, db_path: Path) -> None:
+    store.add_extension("1001", PASSWORD, realm=REALM)
+    store.add_extension("1002", PASSWORD, realm=REALM)
+    with _raw(db_path) as other:  # another process's view
+        with store.batch():
+            store.upsert_binding(_binding())
+            assert store.bindings("1001", now=T0) == [_binding()]  # the batch sees its own writes
+            assert other.execute("SELECT count(*) FROM bindings").fetchone()[0] == 0  # not committed yet
+            cdr = store.start_cdr("call-1", "1001", "1002", T0, caller_transport="udp")
+            with pytest.raises(NoSuchExtension):  # a failed write does not spoil the batch
+                store.upsert_binding(_binding(aor="9999"))
+        assert other.execute("SELECT count(*) FROM bindings").fetchone()[0] == 1
+        assert other.execute("SELECT count(*) FROM cdrs WHERE id = ?", (cdr,)).fetchone()[0] == 1
+    assert not store._conn.in_transaction  # type: ignore[union-attr]
+    with store.batch():  # a batch without writes opens no transaction
+        assert store.bindings("1001", now=T0) == [_binding()]
+        assert not store._conn.in_transaction  # type: ignore[union-attr]
+
+
+def test_a_batch_survives_kill_9_once_it_ended(db_path: Path) -> None:
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {str(ROOT)!r})
+sys.path.insert(0, {str(ROOT / "tests")!r})
+from test_store import _binding
+from warden.store import Store
+s = Store({str(db_path)!r})
+s.add_extension("1001", {PASSWORD!r}, realm={REALM!r})
+with s.batch():
+    s.upsert_binding(_binding())
+    s.upsert_binding(_binding(contact="sip:1001@192.0.2.11:5060"))
+with s.batch():
+    s.upsert_binding(_binding(contact="sip:1001@192.0.2.12:5060"))
+    os.kill(os.getpid(), signal.SIGKILL)  # dies inside an open batch
+"""
+    proc = subprocess.run([sys.executable, "-c", script], env=_env(), timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    with Store(db_path) as s:
+        assert sorted(b.contact for b in s.bindings("1001", now=T0)) == [
+            "sip:1001@192.0.2.10:5060", "sip:1001@192.0.2.11:5060",
+        ]
+
+
 def test_deleting_an_extension_removes_its_bindings(store: Store) -> None:
     store.add_extension("1001", PASSWORD, realm=REALM)
     store.add_extension("1002", PASSWORD, realm=REALM)

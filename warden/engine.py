@@ -13,6 +13,7 @@ any handler is logged with the message's Call-ID and never stops the loop.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import itertools
 import logging
@@ -50,11 +51,31 @@ from .store import Binding, Store
 from .transport.sip_stream import FlowTable
 from .transport.stream import Connection
 
-__all__ = ["Engine", "Counters"]
+__all__ = ["Engine", "Counters", "tune_gc"]
 
 log = logging.getLogger("warden.engine")
 
 _STOP = object()
+_BATCH = 64
+"""Most queued items handled per loop turn (one store commit, one flush)."""
+
+
+def tune_gc() -> None:
+    """Set the garbage collector up for the PBX's steady state (call once, after start-up).
+
+    Every start-up object (modules, config, TLS, store) goes to the permanent
+    generation, so full collections no longer walk them; and full collections
+    come five times less often. Measured with bench/sip/engine_cpu.py, the
+    default settings cost ~20 % of the engine's CPU per call: each full
+    collection walked the start-up objects plus the live calls and the
+    transactions kept 32 s for retransmissions (~100 ms each at a few
+    hundred calls/s). Cyclic garbage (an ended call and its legs) waits a
+    little longer for a full collection, a bounded amount of memory.
+    """
+    gc.collect()
+    gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, 50)
 
 
 class Counters:
@@ -149,25 +170,40 @@ class Engine:
     # -- the loop -----------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        get = self.inbound.get
+        get, get_nowait = self.inbound.get, self.inbound.get_nowait
+        item: Any = None
         while True:
-            timeout = self._next_timeout()
-            try:
-                item = get(timeout=timeout)
-            except queue.Empty:
-                item = None
-            if item is _STOP:
-                return
-            if item is not None:
+            if item is None:
                 try:
-                    self._dispatch(item)
-                except Exception:
-                    log.exception("engine failed on %s", item[0])
+                    item = get(timeout=self._next_timeout())
+                except queue.Empty:
+                    item = None
+            # Strategy: one turn handles what is queued (up to _BATCH items) in one
+            # store transaction, committed before anything is sent, so a response
+            # never announces a write that could still be lost. An item left over
+            # when the batch is full starts the next turn, keeping queue order.
             try:
-                self._fire_timers()
+                with self.store.batch():
+                    for _ in range(_BATCH):
+                        if item is None or item is _STOP:
+                            break
+                        try:
+                            self._dispatch(item)
+                        except Exception:
+                            log.exception("engine failed on %s", item[0])
+                        try:
+                            item = get_nowait()
+                        except queue.Empty:
+                            item = None
+                    self._fire_timers()
+            except Exception:
+                log.exception("engine failed on timers or the store commit")
+            try:
                 self._flush()
             except Exception:
-                log.exception("engine failed on timers")
+                log.exception("engine failed on output")
+            if item is _STOP:
+                return
 
     def _next_timeout(self) -> float | None:
         now = time.monotonic()

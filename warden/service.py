@@ -28,7 +28,7 @@ from .control import ControlError, ControlServer
 from .control.location import control_path
 from .core.abuse import AbusePolicy, normalize_address
 from .core.registrar import RegistrarPolicy
-from .engine import Engine
+from .engine import Engine, tune_gc
 from .media.anchor import MediaPlane
 from .media.conference import ConferenceBridge
 from .errors import WardenError
@@ -166,6 +166,7 @@ class Service:
             # reaches the PBX only through the control socket, so either side restarts alone
             self.api = APISupervisor(cfg.source, cfg)
             self.api.start()
+        tune_gc()
 
     # -- control channel ----------------------------------------------------------------
 

@@ -22,11 +22,12 @@ A fork is only cancelled once it has sent a provisional response (RFC 3261
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import SIPParseError, WardenError
 from ..sip.auth import DigestAuthenticator
@@ -53,6 +54,8 @@ __all__ = ["B2BUA", "Call", "CallEnv", "Leg"]
 log = logging.getLogger("warden.b2bua")
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+_RING_SWEEP = 1.0
+"""Seconds between checks for calls ringing past ring_timeout."""
 _RELAYED_IN_DIALOG = ("INFO", "UPDATE", "INVITE")
 _HANGUP = {
     404: ("not_found", "unknown extension"),
@@ -191,6 +194,11 @@ class B2BUA:
         self._by_server_txn: dict[ServerTransaction, Leg] = {}
         self._pending: dict[ClientTransaction, tuple[Leg, str, ServerTransaction | None, Request | None]] = {}
         self._dialogs: dict[tuple[str, str], Leg] = {}
+        self._answered: dict[str, int] = {}
+        """Extensions in answered calls, with how many (kept by _answer and _finish)."""
+        self._ringing: collections.deque[tuple[float, int]] = collections.deque()
+        """(ring deadline, call id) of calls placed, oldest first: one sweep a second
+        instead of a timer per call, which kept a closure alive for ring_timeout."""
 
     # -- public queries -----------------------------------------------------------
 
@@ -293,7 +301,9 @@ class B2BUA:
         if not call.forks:
             self._fail_call(call, 480, "Temporarily Unavailable")
             return
-        self.env.call_later(self.ring_timeout, lambda: self._ring_timeout(call))
+        self._ringing.append((self.env.now() + self.ring_timeout, call.id))
+        if len(self._ringing) == 1:
+            self.env.call_later(_RING_SWEEP, self._ring_sweep)
 
     def _refuse(self, txn: ServerTransaction, req: Request, status: int, reason: str,
                 headers: list[tuple[str, str]] | None = None, *, to_tag: str | None = None) -> None:
@@ -301,8 +311,32 @@ class B2BUA:
         resp = make_response(req, status, reason, to_tag=to_tag or generate_tag(), headers=headers or [])
         self.env.send_response(txn, resp)
 
+    def _later(self, delay: float, call: Call, fn: Callable[..., None], *args: Any) -> None:
+        """``fn(call, *args)`` after ``delay`` if the call is still live.
+
+        The timer holds the call's id, not the call: an ended call (and its
+        requests, dialogs and media) is freed at once rather than when its
+        ring timeout falls due minutes later, which kept thousands of dead
+        calls alive under load, costing memory and garbage-collector time.
+        """
+        call_id = call.id
+
+        def fire() -> None:
+            live = self.calls.get(call_id)
+            if live is not None:
+                fn(live, *args)
+
+        self.env.call_later(delay, fire)
+
     def _busy(self, callee: str) -> bool:
-        return any(c.state == "answered" and callee in (c.caller, c.callee) for c in self.calls.values())
+        return callee in self._answered
+
+    def _answer(self, call: Call) -> None:
+        """The call is answered: its caller and callee count as busy until it ends."""
+        call.state = "answered"
+        call.answered_at = self.env.wall()
+        for ext in {call.caller, call.callee}:
+            self._answered[ext] = self._answered.get(ext, 0) + 1
 
     def _fork(self, call: Call, binding: Binding, destination: Source, body: bytes) -> None:
         a_req = call.a.invite
@@ -408,9 +442,8 @@ class B2BUA:
         if call.state != "ringing" or leg.cancelled:
             self._bye(leg, "late answer")  # another fork won, or the caller gave up
             return
-        call.state = "answered"
         call.b = leg
-        call.answered_at = self.env.wall()
+        self._answer(call)
         self._dialogs[(leg.invite.call_id, leg.invite.from_.tag or "")] = leg
         for other in list(call.forks):
             if other is not leg:
@@ -461,11 +494,7 @@ class B2BUA:
             return
         if elapsed > 0 and a.last_2xx is not None:
             self.env.send_stateless(a.last_2xx, a.destination)
-
-        def again() -> None:
-            self._retransmit_2xx(call, min(interval * 2, 4.0), elapsed + interval)
-
-        self.env.call_later(interval, again)
+        self._later(interval, call, self._retransmit_2xx, min(interval * 2, 4.0), elapsed + interval)
 
     def _cancel(self, leg: Leg) -> None:
         """Give up on a B leg: CANCEL it now, or once its first 1xx comes (§9.1)."""
@@ -600,6 +629,17 @@ class B2BUA:
             if leg is not None and leg.invite_txn is not txn:
                 self._by_server_txn.pop(txn, None)
 
+    def _ring_sweep(self) -> None:
+        """Stop the calls still ringing at their deadline; again in a second while any wait."""
+        now, ringing = self.env.now(), self._ringing
+        while ringing and ringing[0][0] <= now:
+            _, call_id = ringing.popleft()
+            call = self.calls.get(call_id)
+            if call is not None:
+                self._ring_timeout(call)
+        if ringing:
+            self.env.call_later(_RING_SWEEP, self._ring_sweep)
+
     def _ring_timeout(self, call: Call) -> None:
         if call.state == "ringing":
             for fork in list(call.forks):
@@ -646,14 +686,14 @@ class B2BUA:
             assert call.media is not None
             last = call.media.last_activity()
         if last is None:  # on hold both ways: nothing is expected to flow
-            self.env.call_later(5.0, lambda: self._watch_media(call))
+            self._later(5.0, call, self._watch_media)
             return
         idle = self.env.now() - last
         if idle >= self.media_timeout:
             log.info("call %d: no RTP for %.0f s, hanging up", call.id, idle)
             self._end_call(call, "answered", "media timeout", bye_a=True, bye_b=True)
             return
-        self.env.call_later(min(5.0, max(0.5, self.media_timeout - idle)), lambda: self._watch_media(call))
+        self._later(min(5.0, max(0.5, self.media_timeout - idle)), call, self._watch_media)
 
     def _join_room(self, call: Call, source: Source) -> None:
         """The callee is a conference room: we answer as the room."""
@@ -675,8 +715,7 @@ class B2BUA:
             self._fail_call(call, 503, "Service Unavailable", disposition=("failed", "no media ports"))
             return
         call.room_joined = self.env.now()
-        call.state = "answered"
-        call.answered_at = self.env.wall()
+        self._answer(call)
         if call.cdr_id is not None:
             try:
                 self.store.answer_cdr(call.cdr_id, call.answered_at, callee_contact=f"conference room {call.callee}")
@@ -727,6 +766,13 @@ class B2BUA:
             self._pending[txn] = (leg, "bye", None, None)
 
     def _finish(self, call: Call, disposition: str, cause: str) -> None:
+        if call.state == "answered":
+            for ext in {call.caller, call.callee}:
+                left = self._answered.get(ext, 0) - 1
+                if left > 0:
+                    self._answered[ext] = left
+                else:
+                    self._answered.pop(ext, None)
         call.state = "ended"
         if call.cdr_id is not None:
             try:
@@ -735,6 +781,13 @@ class B2BUA:
                 log.error("call %d: CDR end failed: %s", call.id, exc)
         log.info("call %d ended: %s (%s)", call.id, disposition, cause)
         self.calls.pop(call.id, None)
+        # An answered fork's INVITE transaction lives on 32 s (Timer M) to pass up
+        # 2xx retransmissions, and its entry here kept the whole call alive (memory,
+        # and garbage-collector time under load). The 2xx was ACKed when it came
+        # and the dialog is being torn down: forget it now.
+        for fork in (*call.forks, call.b):
+            if fork is not None and fork.acked and isinstance(fork.invite_txn, ClientTransaction):
+                self._pending.pop(fork.invite_txn, None)
         if call.media is not None:
             call.media.close()
         if call.room is not None and self.conference is not None:

@@ -78,6 +78,7 @@ class Registrar:
         self.policy = policy
         self._tag = generate_tag()
         """One To tag for every REGISTER response (§8.2.6.2 needs one; a registrar has no dialogs)."""
+        self._date_cache: tuple[int, str] = (-1, "")
 
     def handle(self, req: Request, origin: Origin, now: float) -> Response:
         """Answer one REGISTER (any error becomes a response, never an exception)."""
@@ -184,6 +185,13 @@ class Registrar:
         if outbound and "outbound" in {s.strip().lower() for s in req.headers.get_all("Supported")}:
             resp.headers.add("Require", "outbound")
             resp.headers.add("Flow-Timer", str(self.policy.flow_timer))
-        resp.headers.add("Date", formatdate(now, usegmt=True))
+        resp.headers.add("Date", self._date(now))
         return resp
+
+    def _date(self, now: float) -> str:
+        """The Date header for ``now``, formatted once per second (formatdate is slow)."""
+        second = int(now)
+        if self._date_cache[0] != second:
+            self._date_cache = (second, formatdate(second, usegmt=True))
+        return self._date_cache[1]
 

@@ -165,11 +165,9 @@ class CallMedia:
             if media.rtcp is not None:
                 media.set_rtcp(ours.port if media.rtcp_mux else ours.port + 1)
             self._rewrite_connection(media)
-            for name in _ICE_ATTRIBUTES:
-                media.remove_attributes(name)
+            media.remove_attributes(*_ICE_ATTRIBUTES)
         self._rewrite_connection(sdp)
-        for name in _ICE_ATTRIBUTES:
-            sdp.remove_attributes(name)
+        sdp.remove_attributes(*_ICE_ATTRIBUTES)
         sdp.bump_version()
         return bytes(sdp)
 

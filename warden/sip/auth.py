@@ -166,7 +166,10 @@ def _parse_auth_header(value: str, what: str) -> tuple[str, dict[str, str]]:
             if name in params:
                 raise bad(f"duplicate parameter {name!r}", m.start("name"))
             quoted = m.group("q")
-            params[name] = _UNESCAPE.sub(r"\1", quoted) if quoted is not None else m.group("t")
+            if quoted is None:
+                params[name] = m.group("t")
+            else:
+                params[name] = _UNESCAPE.sub(r"\1", quoted) if "\\" in quoted else quoted
         pos = m.end()
     if not params:
         raise bad("no parameters", pos)
@@ -380,7 +383,7 @@ class NonceManager:
     IP, not the port, so NAT rebinding and TCP reconnects keep working.
     """
 
-    __slots__ = ("_key", "lifetime", "max_tracked", "_random", "_seen", "_watermark")
+    __slots__ = ("_key", "lifetime", "max_tracked", "_random", "_seen", "_watermark", "_last")
 
     def __init__(
         self, secret: bytes, lifetime: float = 300.0, *, max_tracked: int = 65536,
@@ -397,6 +400,8 @@ class NonceManager:
         # nonce -> [issued, last nc]; insertion order ~ issue order, for eviction.
         self._seen: OrderedDict[str, list[float]] = OrderedDict()
         self._watermark = float("-inf")
+        self._last: tuple[str, str | None, float | None] = ("", None, None)
+        """The last nonce decoded (check() then use() of one request decode it once)."""
 
     def __repr__(self) -> str:
         return f"<NonceManager lifetime={self.lifetime} tracked={len(self._seen)}>"
@@ -415,13 +420,18 @@ class NonceManager:
         return base64.urlsafe_b64encode(body + self._mac(body, peer)).decode("ascii")
 
     def _issued_at(self, nonce: str, peer: str | None) -> float | None:
+        last = self._last
+        if last[0] == nonce and last[1] == peer and nonce:
+            return last[2]
         if not _NONCE_RE.fullmatch(nonce):
             return None
         raw = base64.urlsafe_b64decode(nonce)
         body, mac = raw[:-_NONCE_MAC], raw[-_NONCE_MAC:]
         if not hmac.compare_digest(mac, self._mac(body, peer)):
             return None
-        return float(struct.unpack(">d", body[:8])[0])
+        issued = float(struct.unpack(">d", body[:8])[0])
+        self._last = (nonce, peer, issued)
+        return issued
 
     def _status(self, issued: float | None, now: float) -> NonceStatus:
         if issued is None:

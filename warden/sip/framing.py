@@ -28,6 +28,7 @@ from typing import ClassVar, NoReturn
 
 from warden.errors import SIPParseError
 
+from .headers import Headers
 from .message import (
     _HEAD_END_RE,
     DEFAULT_LIMITS,
@@ -35,6 +36,7 @@ from .message import (
     Request,
     Response,
     _content_length,
+    _from_head,
     _parse_head,
     parse_message,
 )
@@ -113,6 +115,8 @@ class StreamFramer:
         self._total: int | None = None
         self._crlf_pending = False
         self._error: SIPParseError | None = None
+        self._head: tuple[str, Headers, int] | None = None
+        """The pending message's start line, headers and body offset, parsed by _find_message."""
 
     @property
     def broken(self) -> bool:
@@ -156,7 +160,11 @@ class StreamFramer:
         del self._buf[:total]
         self._total = None
         self._scan = 0
+        head, self._head = self._head, None
         try:
+            if head is not None:  # the head is parsed already: do not parse it again
+                start_line, headers, body_at = head
+                return MessageReceived(data, _from_head(start_line, headers, data[body_at:]))
             return MessageReceived(data, parse_message(data, self._limits))
         except SIPParseError as exc:
             return InvalidMessage(data, exc)
@@ -210,7 +218,7 @@ class StreamFramer:
         if end.end() > limits.max_message_size:
             self._fail(f"header section is over the {limits.max_message_size}-byte limit", 513)
         try:
-            _, headers = _parse_head(bytes(buf[: end.start()]), limits)
+            start_line, headers = _parse_head(bytes(buf[: end.start()]), limits)
             length = _content_length(headers, limits)
         except SIPParseError as exc:
             self._fail(str(exc), exc.status)
@@ -220,6 +228,7 @@ class StreamFramer:
         if total > limit:
             self._fail(f"message of {total} bytes is over the {limit}-byte limit", 513)
         self._total = total
+        self._head = (start_line, headers, end.end())
         return True
 
     def _fail(self, message: str, status: int) -> NoReturn:

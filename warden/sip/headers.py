@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TypeVar
 
@@ -181,6 +181,9 @@ def canonical_name(name: str) -> str:
 
 def _split_list(value: str) -> list[str]:
     """Split a list header value on commas outside quotes and ``<...>``; drop empty items."""
+    if "," not in value:  # one element: nothing to split
+        value = value.strip(" \t")
+        return [value] if value else []
     if '"' not in value and "<" not in value:  # the common case, without a character loop
         return [item for item in (part.strip(" \t") for part in value.split(",")) if item]
     items: list[str] = []
@@ -214,13 +217,30 @@ class Headers:
     CR or LF: :meth:`add` refuses them, which rules out header injection.
     """
 
-    __slots__ = ("_fields", "_memo")
+    __slots__ = ("_fields", "_memo", "_index", "_lists")
 
     def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
         self._fields: list[tuple[str, str, str]] = []
         self._memo: dict[str, object] = {}
+        self._index: dict[str, list[str]] | None = None
+        """Values by key, built on the first lookup and dropped by every change
+        (a message is looked up a dozen times and rarely changed; code that
+        appends to ``_fields`` directly must do so before any lookup)."""
+        self._lists: dict[str, tuple[str, ...]] = {}
+        """Split values of list headers, by key (:meth:`get_all`), dropped with the index."""
         for name, value in fields:
             self.add(name, value)
+
+    def _build_index(self) -> dict[str, list[str]]:
+        index: dict[str, list[str]] = {}
+        for key, _, value in self._fields:
+            values = index.get(key)
+            if values is None:
+                index[key] = [value]
+            else:
+                values.append(value)
+        self._index = index
+        return index
 
     def memo(self, key: str, compute: Callable[[], _T]) -> _T:
         """``compute()``, remembered until header ``key`` changes.
@@ -260,6 +280,8 @@ class Headers:
         else:
             self._fields.append(entry)
         self._memo.pop(key, None)
+        self._index = None
+        self._lists = {}
 
     def set(self, name: str, value: str) -> None:
         """Replace every field named ``name`` with one, where the first one was."""
@@ -269,6 +291,8 @@ class Headers:
         self._fields = [f for f in self._fields if f[0] != key]
         self._fields.insert(min(at, len(self._fields)), (key, name, value))
         self._memo.pop(key, None)
+        self._index = None
+        self._lists = {}
 
     def remove(self, name: str) -> int:
         """Remove every field named ``name``; return how many there were."""
@@ -276,24 +300,33 @@ class Headers:
         before = len(self._fields)
         self._fields = [f for f in self._fields if f[0] != key]
         self._memo.pop(key, None)
+        self._index = None
+        self._lists = {}
         return before - len(self._fields)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The value of the first field named ``name``."""
-        key = header_key(name)
-        return next((f[2] for f in self._fields if f[0] == key), default)
+        values = (self._index or self._build_index()).get(_KEYS.get(name) or header_key(name))
+        return values[0] if values else default
 
     def get_fields(self, name: str) -> list[str]:
         """Every field value named ``name``, one per header line, unsplit."""
-        key = header_key(name)
-        return [f[2] for f in self._fields if f[0] == key]
+        values = (self._index or self._build_index()).get(_KEYS.get(name) or header_key(name))
+        return list(values) if values else []
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, with list headers split into their elements."""
-        fields = self.get_fields(name)
-        if header_key(name) not in LIST_HEADERS:
-            return fields
-        return [item for value in fields for item in _split_list(value)]
+        key = _KEYS.get(name) or header_key(name)
+        split = self._lists.get(key)
+        if split is not None:
+            return list(split)
+        values = (self._index or self._build_index()).get(key)
+        if not values:
+            return []
+        if key not in LIST_HEADERS:
+            return list(values)
+        split = self._lists[key] = tuple(item for value in values for item in _split_list(value))
+        return list(split)
 
     def __getitem__(self, name: str) -> str:
         value = self.get(name)
@@ -311,8 +344,7 @@ class Headers:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = header_key(name)
-        return any(f[0] == key for f in self._fields)
+        return header_key(name) in (self._index or self._build_index())
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return ((name, value) for _, name, value in self._fields)
@@ -339,6 +371,7 @@ _VIA_RE = re.compile(
     r"[ \t]*([A-Za-z0-9.!%*_+`'~-]+)[ \t]+([^;]*)(.*)",
     re.S,
 )
+_COLON_RE = re.compile(r"[ \t]*:[ \t]*")
 _DEFAULT_PORTS = {"TLS": 5061, "WSS": 443, "WS": 80}
 
 
@@ -410,7 +443,7 @@ class Via:
             params = params.set("rport", str(port)).set("received", host)
         elif not _same_address(self.host, host):
             params = params.set("received", host)
-        return replace(self, params=params)
+        return Via(self.transport, self.host, self.port, params)
 
     def response_target(self) -> tuple[str, int]:
         """Where an unreliable-transport response goes (RFC 3261 §18.2.2, RFC 3581 §4).
@@ -431,7 +464,7 @@ def parse_via(text: str) -> Via:
     protocol, version, transport, sent_by, params = m.groups()
     if protocol.upper() != "SIP" or version != "2.0":
         raise SIPParseError(f"Via protocol must be SIP/2.0: {text[:120]!r}", 400)
-    host, port = _parse_hostport(re.sub(r"[ \t]*:[ \t]*", ":", sent_by.strip(" \t")), text)
+    host, port = _parse_hostport(_COLON_RE.sub(":", sent_by.strip(" \t")), text)
     via = Via(transport.upper(), host, port, _parse_header_params(params))
     rport = via.params.get("rport")
     if rport is not None:

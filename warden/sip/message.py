@@ -30,7 +30,7 @@ from types import MappingProxyType
 
 from warden.errors import SIPParseError
 
-from .headers import Headers, Via, header_key, parse_via
+from .headers import _KEYS, Headers, Via, header_key, parse_via
 from .uri import NameAddr, SipURI, _parse_uint, parse_name_addr, parse_uri
 
 __all__ = [
@@ -147,14 +147,17 @@ DEFAULT_LIMITS = ParserLimits()
 
 _HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
 _LINE_SPLIT_RE = re.compile(r"\r?\n")
-_CTL_TEXT_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
-"""Control characters in a whole header section: any but the CRLF/LF line ends."""
+_CTL_CHAR_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+"""Control characters in a header section, but CR and LF (a CR not before LF is
+found by counting, cheaper than a look-ahead in the regex)."""
 _TOKEN_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
 _REQUEST_LINE_RE = re.compile(r"([!-~]+) +([!-~]+) +([!-~]+)")
 _RESPONSE_LINE_RE = re.compile(r"([Ss][Ii][Pp]/[!-~]+) +([0-9]{3})(?: (.*))?", re.S)
 _VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.I)
 _CSEQ_RE = re.compile(r"[ \t]*([0-9]+)[ \t]+([A-Za-z0-9.!%*_+`'~-]+)[ \t]*")
 _SINGLETONS = ("To", "From", "Call-ID", "CSeq", "Max-Forwards")
+_FIELD_LINE_RE = re.compile(r"^([A-Za-z0-9.!%*_+`'~-]+)[ \t]*:(.*)$", re.M)
+"""One well-formed, unfolded header line (used for the fast path of :func:`_parse_head`)."""
 
 
 def _header_error(name: str, exc: SIPParseError) -> SIPParseError:
@@ -341,8 +344,21 @@ def _parse_head(head: bytes, limits: ParserLimits) -> tuple[str, Headers]:
     Folded continuation lines are joined with one space (RFC 3261 §7.3.1).
     """
     text = head.decode("utf-8", "surrogateescape")
-    if _CTL_TEXT_RE.search(text):  # one pass over the whole head, not one per line
+    if _CTL_CHAR_RE.search(text) or text.count("\r") != text.count("\r\n"):  # not one test per line
         raise SIPParseError("control character in header section", 400)
+    # Fast path: a head shorter than one line's limit, without folding, where
+    # every line is a well-formed field. Anything else takes the line-by-line
+    # path below, which finds the exact error.
+    if len(text) <= limits.max_line_length and "\n " not in text and "\n\t" not in text:
+        start_line, _, rest = text.partition("\n")
+        matches = _FIELD_LINE_RE.findall(rest) if rest else []
+        if len(matches) == rest.count("\n") + 1 if rest else not matches:
+            if len(matches) <= limits.max_headers:
+                keys = _KEYS
+                return start_line.rstrip("\r"), Headers._trusted(
+                    [(keys.get(name) or header_key(name), name, value.strip(" \t\r"))
+                     for name, value in matches]
+                )
     lines = _LINE_SPLIT_RE.split(text)
     start_line = lines[0]
     if len(start_line) > limits.max_line_length:
@@ -473,6 +489,12 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
                 f"truncated body: {len(body)} bytes, Content-Length says {length}", 400
             )
         body = body[:length]
+    return _from_head(start_line, headers, body)
+
+
+def _from_head(start_line: str, headers: Headers, body: bytes) -> Request | Response:
+    """The message from a head split by :func:`_parse_head` and its body, already
+    cut to Content-Length (the stream framer parses the head once, for both)."""
     msg = _start(start_line, headers, body)
     _validate(msg)
     return msg

@@ -245,11 +245,14 @@ class _Section:
         """Append ``a=name[:value]`` at the end of this section."""
         self.lines.append(_attr_line(name, value))
 
-    def remove_attributes(self, name: str) -> int:
-        """Drop every ``a=name`` line here; returns how many went."""
-        doomed = {i for i, _ in self._attrs(name)}
-        self.lines[:] = [ln for i, ln in enumerate(self.lines) if i not in doomed]
-        return len(doomed)
+    def remove_attributes(self, name: str, *more: str) -> int:
+        """Drop every ``a=name`` line here (of any of the names); returns how many went."""
+        names = {n.lower() for n in (name, *more)}
+        kept = [ln for ln in self.lines if ln.kind != "a" or _attr_name(ln) not in names]
+        gone = len(self.lines) - len(kept)
+        if gone:
+            self.lines[:] = kept
+        return gone
 
     def set_attribute(self, name: str, value: str | None = None) -> None:
         """One ``a=name[:value]``: the first in place, the others dropped."""

@@ -189,7 +189,8 @@ _CLIENT_INVITE: _Table = {
     ("calling", "timer_A"): ("calling", ("transmit", "backoff_A")),
     ("calling", "timer_B"): ("terminated", ("timeout_B",)),
     **_to(("calling", "proceeding"), "1xx", "proceeding", ("stop", "pass")),
-    **_to(("calling", "proceeding"), "2xx", "accepted", ("stop", "pass", "arm_M")),
+    # accepted: the TU ACKs 2xx itself, the request is not sent again; keep only the key
+    **_to(("calling", "proceeding"), "2xx", "accepted", ("stop", "pass", "release", "arm_M")),
     **_to(("calling", "proceeding"), "3xx-6xx", "completed", ("stop", "pass", "ack", "arm_D")),
     ("completed", "3xx-6xx"): ("completed", ("transmit",)),
     ("completed", "timer_D"): ("terminated", ()),

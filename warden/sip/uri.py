@@ -37,6 +37,10 @@ _TEL_RE = re.compile(r"[0-9A-Fa-f*#+().-]+")
 _DIGITS_RE = re.compile(r"[0-9]+")
 _PARAM_VALUE_RE = re.compile(r"[!-~]+")
 _ANGLE_OR_QUOTE_RE = re.compile(r'["<>]')
+_PLAIN_PARAMS_RE = re.compile(
+    r"(?:;[ \t]*[A-Za-z0-9.!%*_+`'~-]+[ \t]*(?:=[ \t]*[!#-:=?-~]*[ \t]*)?)*"
+)
+"""Header parameters without quoted values, each valid (fast path of _parse_header_params)."""
 
 
 def _bad(what: str, text: str) -> SIPParseError:
@@ -64,34 +68,39 @@ class Params(Mapping[str, "str | None"]):
     ``tag`` or ``branch`` values would make matching ambiguous.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_keys")
 
     def __init__(
         self, items: Iterable[tuple[str, str | None]] | Mapping[str, str | None] = ()
     ) -> None:
         pairs = items.items() if isinstance(items, Mapping) else items
-        seen: set[str] = set()
-        out: list[tuple[str, str | None]] = []
-        for name, value in pairs:
-            key = name.lower()
-            if key in seen:
-                raise ValueError(f"duplicate parameter {name!r}")
-            seen.add(key)
-            out.append((name, value))
-        self._items: tuple[tuple[str, str | None], ...] = tuple(out)
+        out = tuple(pairs)
+        keys = tuple(name.lower() for name, _ in out)
+        if len(set(keys)) != len(keys):
+            seen: set[str] = set()
+            for (name, _), key in zip(out, keys):
+                if key in seen:
+                    raise ValueError(f"duplicate parameter {name!r}")
+                seen.add(key)
+        self._items: tuple[tuple[str, str | None], ...] = out
+        self._keys: tuple[str, ...] = keys
+        """The lower-cased names, in order, for lookups."""
 
     def __getitem__(self, name: str) -> str | None:
+        try:
+            return self._items[self._keys.index(name.lower())][1]
+        except ValueError:
+            raise KeyError(name) from None
+
+    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
         key = name.lower()
-        for n, v in self._items:
-            if n.lower() == key:
-                return v
-        raise KeyError(name)
+        keys = self._keys
+        return self._items[keys.index(key)][1] if key in keys else default
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = name.lower()
-        return any(n.lower() == key for n, _ in self._items)
+        return name.lower() in self._keys
 
     def __iter__(self) -> Iterator[str]:
         return (n for n, _ in self._items)
@@ -100,7 +109,7 @@ class Params(Mapping[str, "str | None"]):
         return len(self._items)
 
     def _folded(self) -> tuple[tuple[str, str | None], ...]:
-        return tuple((n.lower(), v) for n, v in self._items)
+        return tuple(zip(self._keys, (v for _, v in self._items)))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Params):
@@ -118,12 +127,22 @@ class Params(Mapping[str, "str | None"]):
     def __str__(self) -> str:
         return "".join(f";{n}" if v is None else f";{n}={v}" for n, v in self._items)
 
+    @classmethod
+    def _checked(cls, items: tuple[tuple[str, str | None], ...], keys: tuple[str, ...]) -> Params:
+        """Build from items whose lower-cased ``keys`` are known to be distinct."""
+        params = cls.__new__(cls)
+        params._items, params._keys = items, keys
+        return params
+
     def set(self, name: str, value: str | None) -> Params:
         """A copy with ``name`` set, in place if present, else appended."""
         key = name.lower()
-        if name not in self:
-            return Params((*self._items, (name, value)))
-        return Params((n, value) if n.lower() == key else (n, v) for n, v in self._items)
+        keys = self._keys
+        if key not in keys:
+            return Params._checked((*self._items, (name, value)), (*keys, key))
+        at = keys.index(key)
+        items = self._items
+        return Params._checked((*items[:at], (items[at][0], value), *items[at + 1 :]), keys)
 
     def without(self, name: str) -> Params:
         """A copy without ``name`` (no error if it was absent)."""
@@ -365,6 +384,14 @@ def _parse_header_params(text: str) -> Params:
     if not text.startswith(";"):
         raise _bad("expected ';' before header parameters", text)
     items: list[tuple[str, str | None]] = []
+    if _PLAIN_PARAMS_RE.fullmatch(text):
+        for piece in text[1:].split(";"):
+            name, eq, value = piece.partition("=")
+            items.append((name.strip(" \t"), value.strip(" \t") if eq else None))
+        try:
+            return Params(items)
+        except ValueError as exc:
+            raise _bad(str(exc), text) from None
     for piece in _split_semicolons(text)[1:]:
         name, eq, value = piece.partition("=")
         name, value = name.strip(" \t"), value.strip(" \t")
@@ -434,7 +461,7 @@ class NameAddr:
         return None if value is None else _parse_uint(value, "reg-id", 2**31 - 1)
 
     def with_tag(self, tag: str) -> NameAddr:
-        return replace(self, params=self.params.set("tag", tag))
+        return NameAddr(self.uri, self.display_name, self.params.set("tag", tag))
 
 
 def _addr_spec_end(text: str) -> int:

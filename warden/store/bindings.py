@@ -141,7 +141,7 @@ class BindingsMixin(Database):
         _check(binding)
         values = (binding.key, *(getattr(binding, n) for n in _FIELDS))
         with self._lock:
-            conn = self._connection()
+            conn = self._connection(write=True)
             try:
                 conn.execute(_INSERT, values)
             except sqlite3.IntegrityError:

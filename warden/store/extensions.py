@@ -138,7 +138,7 @@ class ExtensionsMixin(Database):
             bool(enabled), now, now,
         )
         with self._lock:
-            conn = self._connection()
+            conn = self._connection(write=True)
             try:
                 conn.execute(
                     f"INSERT INTO extensions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -121,7 +121,7 @@ class TokensMixin(Database):
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = self._now()
         with self._lock:
-            conn = self._connection()
+            conn = self._connection(write=True)
             try:
                 cur = conn.execute(
                     "INSERT INTO api_tokens (name, role, token_sha256, created_at) VALUES (?, ?, ?, ?)",

@@ -88,6 +88,8 @@ class Connection:
     """A registration or call lives on this flow: the idle timeout does not apply."""
     _out: collections.deque[bytes] = field(default_factory=collections.deque, repr=False)
     _out_size: int = 0
+    _events: int = 0
+    """The selector events this connection is registered for (modified only on change)."""
 
     def send(self, data: bytes) -> bool:
         """Queue ``data`` for this peer; thread-safe. False if it is gone."""
@@ -113,6 +115,8 @@ class _IOWorker(threading.Thread):
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._lock = threading.Lock()
         self._pending: list[tuple[str, Connection, object]] = []
+        self._wake_pending = False
+        """A wake-up byte is written and not drained yet (guarded by _lock)."""
         self.connections: set[Connection] = set()
         self.handshaking: set[Connection] = set()
         self.running = True
@@ -123,6 +127,9 @@ class _IOWorker(threading.Thread):
     def _post(self, op: str, conn: Connection, arg: object = None) -> None:
         with self._lock:
             self._pending.append((op, conn, arg))
+            wake, self._wake_pending = not self._wake_pending, True
+        if not wake:
+            return  # one wake-up byte is enough for everything posted before the drain
         try:
             os.write(self._wake_w, b"\0")
         except BlockingIOError:
@@ -189,10 +196,13 @@ class _IOWorker(threading.Thread):
             pass
         with self._lock:
             pending, self._pending = self._pending, []
+            self._wake_pending = False
+        to_flush: dict[Connection, None] = {}  # in order, once each
         for op, conn, arg in pending:
             if op == "adopt":
                 self.connections.add(conn)
                 self.selector.register(conn.sock, selectors.EVENT_READ, conn)
+                conn._events = selectors.EVENT_READ
                 if conn.transport == "tcp":
                     self._established(conn)
                 else:
@@ -208,11 +218,14 @@ class _IOWorker(threading.Thread):
                 conn._out.append(arg)
                 conn._out_size += len(arg)
                 if conn.established:
-                    self._flush(conn)
+                    to_flush[conn] = None
             elif op == "close":
                 if conn.established:
                     self._flush(conn)
                 self._close(conn, str(arg))
+        for conn in to_flush:
+            if not conn.closed:
+                self._flush(conn)
 
     def _expire_handshakes(self) -> None:
         now = time.monotonic()
@@ -238,10 +251,10 @@ class _IOWorker(threading.Thread):
         try:
             sock.do_handshake()
         except ssl.SSLWantReadError:
-            self.selector.modify(sock, selectors.EVENT_READ, conn)
+            self._set_events(conn, selectors.EVENT_READ)
             return
         except ssl.SSLWantWriteError:
-            self.selector.modify(sock, selectors.EVENT_WRITE, conn)
+            self._set_events(conn, selectors.EVENT_WRITE)
             return
         except (ssl.SSLError, OSError) as exc:
             reason = classify_handshake_error(exc)
@@ -272,7 +285,7 @@ class _IOWorker(threading.Thread):
     def _established(self, conn: Connection) -> None:
         conn.established = True
         self.handshaking.discard(conn)
-        self.selector.modify(conn.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if conn._out else 0), conn)
+        self._set_events(conn, selectors.EVENT_READ | (selectors.EVENT_WRITE if conn._out else 0))
         try:
             self.server.handler.on_open(conn)
         except Exception:
@@ -289,7 +302,7 @@ class _IOWorker(threading.Thread):
             except (ssl.SSLWantReadError, BlockingIOError):
                 return
             except ssl.SSLWantWriteError:
-                self.selector.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+                self._set_events(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)
                 return
             except (ssl.SSLError, OSError) as exc:
                 self._close(conn, f"read error: {_detail(exc)}")
@@ -309,12 +322,19 @@ class _IOWorker(threading.Thread):
 
     def _flush(self, conn: Connection) -> None:
         sock = conn.sock
+        out = conn._out
+        # what queued up meanwhile goes in one write (one TLS record, one syscall); not
+        # while a blocked TLS write waits to be retried with the bytes it was given
+        if len(out) > 1 and not conn._events & selectors.EVENT_WRITE:
+            joined = b"".join(out)
+            out.clear()
+            out.append(joined)
         while conn._out:
             chunk = conn._out[0]
             try:
                 sent = sock.send(chunk)
             except (ssl.SSLWantWriteError, BlockingIOError, ssl.SSLWantReadError):
-                self.selector.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+                self._set_events(conn, selectors.EVENT_READ | selectors.EVENT_WRITE)
                 return
             except (ssl.SSLError, OSError) as exc:
                 self._close(conn, f"write error: {_detail(exc)}")
@@ -324,7 +344,14 @@ class _IOWorker(threading.Thread):
                 conn._out[0] = chunk[sent:]
             else:
                 conn._out.popleft()
-        self.selector.modify(sock, selectors.EVENT_READ, conn)
+        self._set_events(conn, selectors.EVENT_READ)
+
+    def _set_events(self, conn: Connection, events: int) -> None:
+        """Change what the selector watches for ``conn``; a no-op (no epoll_ctl) when unchanged,
+        as after most flushes."""
+        if conn._events != events:
+            self.selector.modify(conn.sock, events, conn)
+            conn._events = events
 
     def _close(self, conn: Connection, reason: str, *, notify: bool = True) -> None:
         if conn.closed:

@@ -3,11 +3,19 @@
 Datagrams are handed to the engine as they come; parsing happens there. A
 send is a plain ``sendto`` (atomic per datagram), so the engine thread can
 answer without a hop through this module's threads.
+
+Strategy: the sockets are non-blocking. A receiving thread reads until the
+socket is empty and only then waits in ``select`` (with a timeout, so stop()
+is noticed): under load each datagram costs one system call, and one release
+of the GIL, instead of a ``poll`` plus a ``recvfrom`` as a socket timeout
+would make it. A send that finds the socket buffer full waits for room as a
+blocking socket would (up to a bound).
 """
 
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import threading
 import time
@@ -20,6 +28,8 @@ __all__ = ["UDPServer"]
 log = logging.getLogger("warden.transport.udp")
 
 _MAX_DATAGRAM = 65535
+_SEND_WAIT = 0.5
+"""Longest wait for room in a full socket buffer before a send fails."""
 
 DatagramHandler = Callable[[bytes, tuple[str, int], tuple[str, int], float], None]
 """``handler(data, peer, local, received_at)``, called on the socket's thread."""
@@ -50,7 +60,7 @@ class UDPServer:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
             except OSError:
                 pass
-            sock.settimeout(0.5)  # so stop() is noticed without a wake-up datagram
+            sock.setblocking(False)
             self._sockets.append(sock)
         self._running = True
         for sock in self._sockets:
@@ -79,7 +89,11 @@ class UDPServer:
             log.warning("no UDP socket for %s", _fmt(destination))
             return False
         try:
-            sock.sendto(data, destination)
+            try:
+                sock.sendto(data, destination)
+            except BlockingIOError:  # the socket buffer is full: wait for room, as a blocking send would
+                select.select([], [sock], [], _SEND_WAIT)
+                sock.sendto(data, destination)
             return True
         except OSError as exc:
             log.info("UDP send to %s failed: %s", _fmt(destination), exc)
@@ -99,7 +113,12 @@ class UDPServer:
         while self._running:
             try:
                 data, peer = recv(_MAX_DATAGRAM)
-            except TimeoutError:
+            except BlockingIOError:
+                try:
+                    select.select([sock], [], [], 0.5)  # timeout: so stop() is noticed without a wake-up datagram
+                except (OSError, ValueError):  # closed by stop()
+                    if not self._running:
+                        return
                 continue
             except OSError:
                 if not self._running:
