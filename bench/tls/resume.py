@@ -32,8 +32,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from flood import cpu_seconds, machine_busy, pbx_config  # noqa: E402  (also puts tests/ on sys.path)
-from helpers import PBXProcess, free_port, make_pki  # noqa: E402
+from flood import cpu_seconds, machine_busy  # noqa: E402  (also puts tests/ on sys.path)
+from helpers import PBXProcess, free_port, loopback_config, make_pki  # noqa: E402
 
 from warden.config import TLS_PROFILES  # noqa: E402
 
@@ -104,7 +104,7 @@ def main() -> int:
         pki = make_pki(work / "pki")
         (work / "pbx" / "var").mkdir(parents=True)
         port = free_port()
-        text = pbx_config(pki, port, work / "pbx")
+        text = loopback_config(pki, work / "pbx", 0, 0, port)
         if args.profile:
             text = text.replace("security: {", f"security: {{tls_profile: {args.profile}, ", 1)
         pbx = PBXProcess(work / "pbx", text)
