@@ -351,6 +351,17 @@ logging:
 """
 
 
+def loopback_config(pki: PKI, workdir: Path, udp: int, tcp: int, tls: int) -> str:
+    """The shipped defaults but for loopback ports, files and the store (logging at info, as installed)."""
+    return f"""
+sip: {{listen: [127.0.0.1], udp_port: {udp}, tcp_port: {tcp}, tls_port: {tls}}}
+api: {{enabled: false, bind: 127.0.0.1, ssl: {{enabled: true, cert_file: {pki.cert}, key_file: {pki.key}}}}}
+security: {{tls_cert_file: {pki.cert}, tls_key_file: {pki.key}, tls_ca_file: {pki.ca}}}
+store: {{path: {workdir}/var/warden.db}}
+logging: {{level: info, file: ""}}
+"""
+
+
 @contextlib.contextmanager
 def temp_pki(key_type: str = "rsa2048") -> Iterator[PKI]:
     with tempfile.TemporaryDirectory(prefix="warden-pki-") as d:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import PKI, free_port
+from helpers import PKI, free_port, loopback_config
 from phones import TLSPhone, UDPPhone
 
 from warden.sip.auth import answer_challenge, format_credentials, parse_challenge
@@ -172,16 +172,6 @@ def mutate_sdp(rng: random.Random, body: bytes) -> bytes:
     return b"\r\n".join(lines)
 
 
-def _config(pki: PKI, tmp: Path, udp: int, tcp: int, tls: int) -> str:
-    return f"""
-sip: {{listen: [127.0.0.1], udp_port: {udp}, tcp_port: {tcp}, tls_port: {tls}}}
-api: {{enabled: false, bind: 127.0.0.1, ssl: {{enabled: true, cert_file: {pki.cert}, key_file: {pki.key}}}}}
-security: {{tls_cert_file: {pki.cert}, tls_key_file: {pki.key}, tls_ca_file: {pki.ca}}}
-store: {{path: {tmp}/var/warden.db}}
-logging: {{level: info, file: ""}}
-"""
-
-
 class _Stream:
     """A TLS or TCP stream from the fuzz source address, reopened when the PBX closes it."""
 
@@ -270,7 +260,7 @@ def pbx(pki: PKI, pbx_factory: Any, tmp_path: Path) -> Any:
     for ext in ("2000", "2001", "2002"):
         store.add_extension(ext, f"secret-{ext}", realm="warden")
     store.close()
-    proc = pbx_factory(_config(pki, tmp_path, udp, tcp, tls), [("127.0.0.1", tls), ("127.0.0.1", tcp)])
+    proc = pbx_factory(loopback_config(pki, tmp_path, udp, tcp, tls), [("127.0.0.1", tls), ("127.0.0.1", tcp)])
     proc.ports = {"udp": udp, "tcp": tcp, "tls": tls}
     return proc
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import PKI, client_context, free_port
+from helpers import PKI, client_context, free_port, loopback_config
 from phones import TLSPhone, UDPPhone
 
 from warden.sip.auth import answer_challenge, format_credentials, parse_challenge
@@ -39,16 +39,6 @@ CORPUS: dict[str, bytes] = {
 }
 
 
-def config(pki: PKI, tmp: Path, udp: int, tcp: int, tls: int) -> str:
-    return f"""
-sip: {{listen: [127.0.0.1], udp_port: {udp}, tcp_port: {tcp}, tls_port: {tls}}}
-api: {{enabled: false, bind: 127.0.0.1, ssl: {{enabled: true, cert_file: {pki.cert}, key_file: {pki.key}}}}}
-security: {{tls_cert_file: {pki.cert}, tls_key_file: {pki.key}, tls_ca_file: {pki.ca}}}
-store: {{path: {tmp}/var/warden.db}}
-logging: {{level: info, file: ""}}
-"""
-
-
 @pytest.fixture()
 def pbx(pki: PKI, pbx_factory: Any, tmp_path: Path) -> Any:
     udp, tcp, tls = free_port(), free_port(), free_port()
@@ -56,7 +46,7 @@ def pbx(pki: PKI, pbx_factory: Any, tmp_path: Path) -> Any:
     for i in range(101):  # 2100 stays unregistered
         store.add_extension(str(2000 + i), f"secret-{2000 + i}", realm="warden")
     store.close()
-    text = config(pki, tmp_path, udp, tcp, tls)
+    text = loopback_config(pki, tmp_path, udp, tcp, tls)
     proc = pbx_factory(text, [("127.0.0.1", tls), ("127.0.0.1", tcp)])
     proc.ports = {"udp": udp, "tcp": tcp, "tls": tls}
     proc.db = tmp_path / "var" / "warden.db"

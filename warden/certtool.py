@@ -190,31 +190,9 @@ def generate_client(
     key = _new_key(key_type)
     now = datetime.datetime.now(datetime.timezone.utc)
     not_after = min(now + datetime.timedelta(days=days), _not_valid_after(ca_cert))
-    is_rsa = isinstance(key, rsa.RSAPrivateKey)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, extension)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=is_rsa,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(f"sip:{extension}@{domain}")]),
-            critical=False,
-        )
-        .add_extension(_authority_key_id(ca_cert, ca_key), critical=False)
-        .sign(ca_key, hashes.SHA256())
+    cert = _sign_leaf(
+        key, extension, [x509.UniformResourceIdentifier(f"sip:{extension}@{domain}")],
+        [ExtendedKeyUsageOID.CLIENT_AUTH], ca_cert, ca_key, now, not_after, subject_key_id=False,
     )
     _write_all([(key_path, _key_pem(key), _KEY_MODE), (cert_path, _cert_pem(cert), _CERT_MODE)], replace=force)
     return cert_path, key_path
@@ -367,6 +345,30 @@ def _build_leaf(
             ca_not_after.date().isoformat(),
         )
         not_after = ca_not_after
+    # clientAuth too: SIP over TLS peers (trunks, other PBXs) use the same
+    # certificate when they connect out.
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    return _sign_leaf(key, common_name, names, usages, ca_cert, ca_key, now, not_after)
+
+
+def _sign_leaf(
+    key: PrivateKey,
+    common_name: str,
+    names: list[x509.GeneralName],
+    usages: list[x509.ObjectIdentifier],
+    ca_cert: x509.Certificate,
+    ca_key: PrivateKey,
+    now: datetime.datetime,
+    not_after: datetime.datetime,
+    *,
+    subject_key_id: bool = True,
+) -> x509.Certificate:
+    """End-entity certificate signed by the CA, for server and client leaves.
+
+    Key encipherment only for RSA keys (ECDSA keys cannot encipher). Client
+    certificates have always been issued without a subject key identifier;
+    ``subject_key_id=False`` keeps them that way.
+    """
     is_rsa = isinstance(key, rsa.RSAPrivateKey)
     builder = (
         x509.CertificateBuilder()
@@ -391,18 +393,14 @@ def _build_leaf(
             ),
             critical=True,
         )
-        # clientAuth too: SIP over TLS peers (trunks, other PBXs) use the same
-        # certificate when they connect out.
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(_authority_key_id(ca_cert, ca_key), critical=False)
     )
+    if subject_key_id:
+        builder = builder.add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+        )
+    builder = builder.add_extension(_authority_key_id(ca_cert, ca_key), critical=False)
     return builder.sign(ca_key, hashes.SHA256())
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__, certtool, config
 from .errors import ConfigError, ExtensionExists, NoSuchExtension, WardenError
+from .tables import aligned
 
 if TYPE_CHECKING:
     from .store import Store
@@ -177,13 +178,9 @@ def cmd_ext_list(args: argparse.Namespace) -> int:
     if not exts:
         print("no extensions")
         return 0
-    rows = [("NUMBER", "NAME", "ENABLED", "CONTACTS")] + [
-        (e.number, e.display_name or "-", "yes" if e.enabled else "no", str(counts.get(e.number, 0)))
-        for e in exts
-    ]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    for r in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) + "  " + r[3])
+    rows = [(e.number, e.display_name or "-", "yes" if e.enabled else "no", str(counts.get(e.number, 0)))
+            for e in exts]
+    print("\n".join(aligned(("NUMBER", "NAME", "ENABLED", "CONTACTS"), rows)))
     return 0
 
 
@@ -355,13 +352,9 @@ def cmd_ban_list(args: argparse.Namespace) -> int:
     if not bans:
         print("no bans")
         return 0
-    rows = [("ADDRESS", "EXPIRES IN", "DROPPED", "REASON")] + [
-        (str(b.get("address")), f"{b.get('expires_in')} s", str(b.get("dropped")), str(b.get("reason")))
-        for b in bans
-    ]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    for r in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) + "  " + r[3])
+    rows = [(str(b.get("address")), f"{b.get('expires_in')} s", str(b.get("dropped")), str(b.get("reason")))
+            for b in bans]
+    print("\n".join(aligned(("ADDRESS", "EXPIRES IN", "DROPPED", "REASON"), rows)))
     return 0
 
 

@@ -83,6 +83,16 @@ def abuse_policy(cfg: AbuseConfig) -> AbusePolicy:
     )
 
 
+def _stop_logged(server: Any, name: str) -> None:
+    """Stop ``server`` (if any); a failure is logged so shutdown goes on with the rest."""
+    if server is None:
+        return
+    try:
+        server.stop()
+    except Exception:
+        log.exception("stopping %s failed", name)
+
+
 class Service:
     """Everything one ``warden-pbx run`` serves."""
 
@@ -395,29 +405,15 @@ class Service:
     def stop(self) -> None:
         """Close listeners and connections, then the engine and the store."""
         for name in ("api", "control"):
-            server = getattr(self, name)
-            if server is not None:
-                try:
-                    server.stop()
-                except Exception:
-                    log.exception("stopping %s failed", name)
-                setattr(self, name, None)
+            _stop_logged(getattr(self, name), name)
+            setattr(self, name, None)
         for lst in self.sips_listeners.values():
-            if lst.server is not None:
-                try:
-                    lst.server.stop()
-                except Exception:
-                    log.exception("stopping %s failed", lst.name)
+            _stop_logged(lst.server, lst.name)
             lst.server = None
         self.sips = None
         for name in ("tcp", "udp"):
-            server = getattr(self, name)
-            if server is not None:
-                try:
-                    server.stop()
-                except Exception:
-                    log.exception("stopping %s failed", name)
-                setattr(self, name, None)
+            _stop_logged(getattr(self, name), name)
+            setattr(self, name, None)
         if self.engine is not None:
             self.engine.stop()
             self.engine = None

@@ -12,10 +12,13 @@ from __future__ import annotations
 import collections
 from typing import Any
 
-__all__ = ["build", "render", "table"]
+from .tables import aligned
+
+__all__ = ["build", "render"]
 
 _MAX_EXTENSIONS = 6
 _MAX_USER_AGENT = 60
+_NUMERIC = ("COUNT", "SHARE")
 
 
 def _clip(text: str, limit: int = _MAX_USER_AGENT) -> str:
@@ -57,29 +60,17 @@ def build(stats: dict[str, Any], registrations: list[dict[str, Any]]) -> dict[st
     return {"handshakes": handshakes, "failures": failures, "deprecated": deprecated, "phones": phones}
 
 
-def table(header: tuple[str, ...], rows: list[tuple[str, ...]], numeric: tuple[str, ...] = ("COUNT", "SHARE")
-          ) -> list[str]:
-    """Columns two spaces apart; the ``numeric`` ones (and their headers) right-aligned."""
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    numeric_columns = [name in numeric for name in header]
-    out = []
-    for r in (header, *rows):
-        cells = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric_columns)]
-        out.append("  ".join(cells).rstrip())
-    return out
-
-
 def render(report: dict[str, list[dict[str, Any]]]) -> str:
     lines = ["TLS handshakes by listener, version and cipher"]
     rows = [(h["listener"], h["version"], h["cipher"], str(h["count"]), f"{h['share'] * 100:.1f}%")
             for h in report["handshakes"]]
-    lines += table(("LISTENER", "VERSION", "CIPHER", "COUNT", "SHARE"), rows) if rows else ["  (none yet)"]
+    lines += aligned(("LISTENER", "VERSION", "CIPHER", "COUNT", "SHARE"), rows, _NUMERIC) if rows else ["  (none yet)"]
     lines += ["", "Failed handshakes by listener and reason"]
     rows = [(f["listener"], f["reason"], str(f["count"])) for f in report["failures"]]
-    lines += table(("LISTENER", "REASON", "COUNT"), rows) if rows else ["  (none)"]
+    lines += aligned(("LISTENER", "REASON", "COUNT"), rows, _NUMERIC) if rows else ["  (none)"]
     lines += ["", "Deprecated-protocol attempts (SSLv3, TLS 1.0, TLS 1.1 offered)"]
     rows = [(d["listener"], d["version"], str(d["count"])) for d in report["deprecated"]]
-    lines += table(("LISTENER", "VERSION", "COUNT"), rows) if rows else ["  (none)"]
+    lines += aligned(("LISTENER", "VERSION", "COUNT"), rows, _NUMERIC) if rows else ["  (none)"]
     total = sum(p["count"] for p in report["phones"])
     lines += ["", f"Registered phones by User-Agent, TLS version and cipher ({total} bindings)"]
     rows = []
@@ -89,5 +80,5 @@ def render(report: dict[str, list[dict[str, Any]]]) -> str:
         rows.append((_clip(p["user_agent"]), p["transport"], p["version"], p["cipher"], str(p["count"]),
                      ",".join(shown) + (f",+{more}" if more > 0 else "")))
     header = ("USER-AGENT", "TRANSPORT", "VERSION", "CIPHER", "PHONES", "EXTENSIONS")
-    lines += table(header, rows, ("PHONES",)) if rows else ["  (no registered phones)"]
+    lines += aligned(header, rows, ("PHONES",)) if rows else ["  (no registered phones)"]
     return "\n".join(lines)

@@ -38,7 +38,7 @@ for _p in (str(ROOT), str(ROOT / "tests")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from helpers import PKI, PBXProcess, free_port, make_pki  # noqa: E402  (tests/helpers.py: no pytest)
+from helpers import PKI, PBXProcess, free_port, loopback_config, make_pki  # noqa: E402  (tests/helpers.py: no pytest)
 from phones import TLSPhone  # noqa: E402
 
 from warden.store import Store  # noqa: E402
@@ -115,17 +115,6 @@ def flood(client: Path, port: int, ca: Path, seconds: float, clients: int, serve
     }
 
 
-def pbx_config(pki: PKI, port: int, workdir: Path) -> str:
-    """The shipped defaults but for ports, files and the store (logging at info, as installed)."""
-    return f"""
-sip: {{listen: [127.0.0.1], udp_port: 0, tcp_port: 0, tls_port: {port}}}
-api: {{enabled: false, bind: 127.0.0.1, ssl: {{enabled: true, cert_file: {pki.cert}, key_file: {pki.key}}}}}
-security: {{tls_cert_file: {pki.cert}, tls_key_file: {pki.key}, tls_ca_file: {pki.ca}}}
-store: {{path: {workdir}/var/warden.db}}
-logging: {{level: info, file: ""}}
-"""
-
-
 def nginx_config(pki: PKI, port: int, workdir: Path, workers: int) -> str:
     return f"""
 worker_processes {workers};
@@ -192,7 +181,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             store.add_extension(n, f"secret-{n}", realm="warden")
         store.close()
         port = free_port()
-        pbx = PBXProcess(pbx_dir, pbx_config(pki, port, pbx_dir))
+        pbx = PBXProcess(pbx_dir, loopback_config(pki, pbx_dir, 0, 0, port))
         phones: list[TLSPhone] = []
         try:
             pbx.start([("127.0.0.1", port)], timeout=40)

@@ -7,10 +7,12 @@ run passing ``session=`` (the ticket from their previous connection) and
 checking ``session_reused``. Every connection sends a CRLFCRLF keep-alive and
 reads the CRLF pong, so the server's tickets have arrived before the close.
 Reported per run: connections per second, how many resumed, and the PBX's
-CPU per connection (from /proc: all its threads).
+CPU per connection (from /proc: all its threads). The PBX runs on the same
+interpreter as this script, so ``/usr/bin/python3`` measures Debian 12's stack.
 
     .venv/bin/python bench/tls/resume.py                 # 15 s per run, 2 client processes
     .venv/bin/python bench/tls/resume.py --seconds 5 --json out.json
+    /usr/bin/python3 bench/tls/resume.py --clients 1 --profile modern
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from flood import cpu_seconds, machine_busy, pbx_config  # noqa: E402  (also puts tests/ on sys.path)
-from helpers import PBXProcess, free_port, make_pki  # noqa: E402
+from flood import cpu_seconds, machine_busy  # noqa: E402  (also puts tests/ on sys.path)
+from helpers import PBXProcess, free_port, loopback_config, make_pki  # noqa: E402
+
+from warden.config import TLS_PROFILES  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -87,16 +91,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of each run (default 15)")
     parser.add_argument("--clients", type=int, default=2, help="client processes (default 2)")
+    parser.add_argument("--profile", choices=TLS_PROFILES,
+                        help="security.tls_profile of the SIPS listener (default: the shipped one)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     results: dict[str, Any] = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "cores": os.cpu_count(),
-                               "openssl": ssl.OPENSSL_VERSION, "loadavg_before": Path("/proc/loadavg").read_text().split()[:3]}
+                               "openssl": ssl.OPENSSL_VERSION,
+                               "python": sys.version.split()[0], "profile": args.profile or "shipped default",
+                               "loadavg_before": Path("/proc/loadavg").read_text().split()[:3]}
     with tempfile.TemporaryDirectory(prefix="warden-resume-") as tmp:
         work = Path(tmp)
         pki = make_pki(work / "pki")
         (work / "pbx" / "var").mkdir(parents=True)
         port = free_port()
-        pbx = PBXProcess(work / "pbx", pbx_config(pki, port, work / "pbx"))
+        text = loopback_config(pki, work / "pbx", 0, 0, port)
+        if args.profile:
+            text = text.replace("security: {", f"security: {{tls_profile: {args.profile}, ", 1)
+        pbx = PBXProcess(work / "pbx", text)
         try:
             pbx.start([("127.0.0.1", port)], timeout=40)
             assert pbx.proc is not None
