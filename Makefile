@@ -15,7 +15,7 @@ APT_DEBIAN_PY := python3-yaml python3-cryptography python3-flask gunicorn cython
                  python3-setuptools python3-pytest python3-hypothesis
 
 # The SIP wire modules Cython compiles too (setup.py SIP_COMPILED).
-SIP_COMPILED := uri headers message auth transaction framing
+SIP_COMPILED := uri headers message auth transaction framing dialog sdp
 SOURCES := $(wildcard warden_ext/*.pyx warden_ext/*.pxd) $(SIP_COMPILED:%=warden/sip/%.py) pyproject.toml setup.py
 CHECK_COMPILED = -c "import importlib; [importlib.import_module(m).__file__.endswith('.so') or exit(m + ' not compiled') for m in ['warden_ext.g711', 'warden_ext.relay', 'warden_ext.mixer'] + ['warden.sip.' + n for n in '$(SIP_COMPILED)'.split()]]"
 
@@ -49,7 +49,7 @@ run: venv certs
 # compiled SIP modules (the whole suite above runs the compiled ones).
 SIP_UNIT_TESTS := tests/test_sip_uri.py tests/test_sip_message.py tests/test_sip_framing.py \
                   tests/test_sip_auth.py tests/test_sip_transaction.py tests/test_sip_dialog.py \
-                  tests/test_sip_stream.py tests/test_fuzz_sip.py
+                  tests/test_sip_sdp.py tests/test_sip_stream.py tests/test_fuzz_sip.py
 
 test: venv
 	@tools/ensure-apt.sh $(APT_TEST)

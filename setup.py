@@ -28,7 +28,7 @@ from setuptools import Extension, setup
 HERE = Path(__file__).parent
 
 # Keep in step with warden/sip/_select.py COMPILED (setup.py cannot import the package).
-SIP_COMPILED = ("uri", "headers", "message", "auth", "transaction", "framing")
+SIP_COMPILED = ("uri", "headers", "message", "auth", "transaction", "framing", "dialog", "sdp")
 
 
 def _for_cython029(source: str) -> str:

@@ -19,7 +19,7 @@ import pytest
 
 from helpers import PKI, ROOT, free_port, loopback_config
 
-COMPILED = ("uri", "headers", "message", "auth", "transaction", "framing")
+COMPILED = ("uri", "headers", "message", "auth", "transaction", "framing", "dialog", "sdp")
 PROBE = (
     "import json, warden.sip._select as s; "
     "print(json.dumps([s.implementation(), s.modules(), list(s.COMPILED)]))"

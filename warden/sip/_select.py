@@ -25,7 +25,7 @@ __all__ = ["COMPILED", "ENV_VAR", "implementation", "install", "modules"]
 
 ENV_VAR = "WARDEN_NO_EXTENSIONS"
 # Keep in step with setup.py SIP_COMPILED.
-COMPILED = ("uri", "headers", "message", "auth", "transaction", "framing")
+COMPILED = ("uri", "headers", "message", "auth", "transaction", "framing", "dialog", "sdp")
 _HERE = Path(__file__).resolve().parent
 _chosen: Optional[str] = None
 # Staleness (a .py newer than its build) is checked only in a source checkout:
