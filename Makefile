@@ -14,7 +14,10 @@ APT_BENCH := nginx libssl-dev
 APT_DEBIAN_PY := python3-yaml python3-cryptography python3-flask gunicorn cython3 \
                  python3-setuptools python3-pytest python3-hypothesis
 
-SOURCES := $(wildcard warden_ext/*.pyx warden_ext/*.pxd) pyproject.toml setup.py
+# The SIP wire modules Cython compiles too (setup.py SIP_COMPILED).
+SIP_COMPILED := uri headers message auth transaction framing dialog sdp
+SOURCES := $(wildcard warden_ext/*.pyx warden_ext/*.pxd) $(SIP_COMPILED:%=warden/sip/%.py) pyproject.toml setup.py
+CHECK_COMPILED = -c "import importlib; [importlib.import_module(m).__file__.endswith('.so') or exit(m + ' not compiled') for m in ['warden_ext.g711', 'warden_ext.relay', 'warden_ext.mixer'] + ['warden.sip.' + n for n in '$(SIP_COMPILED)'.split()]]"
 
 .PHONY: help venv certs run test test-debian check-ext bench clean distclean
 
@@ -29,7 +32,7 @@ $(VENV)/.installed: $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
-	$(PY) -c "import importlib; [importlib.import_module('warden_ext.' + n).__file__.endswith('.so') or exit(n + ' not compiled') for n in ('g711', 'relay', 'mixer')]"
+	$(PY) $(CHECK_COMPILED)
 	touch $@
 
 venv: $(VENV)/.installed
@@ -42,9 +45,16 @@ certs: certs/server.crt
 run: venv certs
 	$(VENV)/bin/warden-pbx --config $(CONFIG) run
 
+# The SIP wire unit tests run a second time on the pure-Python twins of the
+# compiled SIP modules (the whole suite above runs the compiled ones).
+SIP_UNIT_TESTS := tests/test_sip_uri.py tests/test_sip_message.py tests/test_sip_framing.py \
+                  tests/test_sip_auth.py tests/test_sip_transaction.py tests/test_sip_dialog.py \
+                  tests/test_sip_sdp.py tests/test_sip_stream.py tests/test_fuzz_sip.py
+
 test: venv
 	@tools/ensure-apt.sh $(APT_TEST)
 	$(PY) -m pytest -q
+	WARDEN_NO_EXTENSIONS=1 $(PY) -m pytest -q $(SIP_UNIT_TESTS)
 
 # The same suite on Debian 12's interpreter and libraries (Cython 0.29 build),
 # in a scratch copy so its extension does not replace the venv's.
@@ -52,9 +62,10 @@ test-debian:
 	@tools/ensure-apt.sh $(APT_BUILD) $(APT_TEST) $(APT_DEBIAN_PY)
 	rm -rf build/debian-py && mkdir -p build/debian-py
 	cp -r warden warden_ext tests tools bench conf setup.py pyproject.toml README.md build/debian-py/
-	rm -f build/debian-py/warden_ext/*.so build/debian-py/warden_ext/*.c  # rebuilt by Debian's Cython 0.29
+	rm -f build/debian-py/warden_ext/*.so build/debian-py/warden_ext/*.c build/debian-py/warden/sip/*.so build/debian-py/warden/sip/*.c  # rebuilt by Debian's Cython 0.29
 	cd build/debian-py && env PATH=/usr/sbin:/usr/bin:/sbin:/bin /usr/bin/python3 setup.py -q build_ext --inplace
-	cd build/debian-py && /usr/bin/python3 -c "import Cython, importlib; print('Cython', Cython.__version__); [importlib.import_module('warden_ext.' + n).__file__.endswith('.so') or exit(n) for n in ('g711', 'relay', 'mixer')]"
+	cd build/debian-py && /usr/bin/python3 -c "import Cython; print('Cython', Cython.__version__)"
+	cd build/debian-py && /usr/bin/python3 $(CHECK_COMPILED)
 	# Debian has no sslyze: tests/test_tls_scan.py runs the dev venv's (skipped without one)
 	cd build/debian-py && env PATH=/usr/sbin:/usr/bin:/sbin:/bin $(if $(wildcard $(PY)),WARDEN_SSLYZE_PYTHON=$(abspath $(PY))) /usr/bin/python3 -m pytest -q -p no:cacheprovider
 
@@ -63,7 +74,7 @@ bench: venv
 	$(PY) bench/bench_g711.py
 
 clean:
-	rm -rf build dist *.egg-info warden_ext/*.c warden_ext/*.so .pytest_cache
+	rm -rf build dist *.egg-info warden_ext/*.c warden_ext/*.so warden/sip/*.c warden/sip/*.so .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
 distclean: clean

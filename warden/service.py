@@ -33,6 +33,7 @@ from .media.anchor import MediaPlane
 from .media.conference import ConferenceBridge
 from .errors import WardenError
 from .sdnotify import notify
+from .sip import _select as sip_select
 from .sip.message import ParserLimits
 from .store import Store
 from .tls import TLSManager, expiry_level
@@ -132,6 +133,10 @@ class Service:
         limits = ParserLimits(max_message_size=sip.max_message_size, max_headers=cfg.abuse.max_headers)
         self.media = MediaPlane(cfg.media.rtp_port_min, cfg.media.rtp_port_max)
         self.media.start()
+        log.info(
+            "SIP wire modules: %s; media: %s (%s=1 selects pure Python)",
+            sip_select.implementation(), self.media.implementation, sip_select.ENV_VAR,
+        )
         self.conference = ConferenceBridge(self.media.pool, cfg.media.conference_rooms)
         self.conference.start()
         self.engine = engine = Engine(

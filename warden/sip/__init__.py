@@ -3,7 +3,14 @@
 Sans-I/O: bytes in, objects and bytes out; no sockets, threads or clocks.
 Every parse failure is a :class:`warden.errors.SIPParseError` whose
 ``status`` is the response it should become.
+
+The wire modules run compiled (Cython) or as their pure ``.py``: see
+``_select`` (``WARDEN_NO_EXTENSIONS``).
 """
+
+from ._select import install as _install_selection
+
+_install_selection()
 
 from .framing import (
     FramerEvent,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import Optional, Tuple
 
 from warden.errors import SIPError
 
@@ -39,7 +40,9 @@ __all__ = [
     "dialog_id_of_response",
 ]
 
-DialogId = tuple[str, str, "str | None"]
+# typing.Tuple, not tuple[...]: Debian's Cython 0.29 compiles this module and cannot
+# subscript builtin types at run time.
+DialogId = Tuple[str, str, Optional[str]]
 """``(Call-ID, local tag, remote tag)``; the remote tag is ``None`` for an RFC 2543 peer."""
 
 TARGET_REFRESH_METHODS = frozenset({"INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY"})

@@ -141,8 +141,10 @@ class StreamFramer:
 
     def __iter__(self) -> Iterator[FramerEvent]:
         """Every event the buffered bytes make, until more data is needed."""
-        while (event := self.next_event()) is not None:
+        event = self.next_event()  # no walrus: Debian's Cython 0.29 compiles this module
+        while event is not None:
             yield event
+            event = self.next_event()
 
     def next_event(self) -> FramerEvent | None:
         """The next event, or ``None`` until more bytes are fed."""

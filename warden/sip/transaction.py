@@ -57,6 +57,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 from warden.errors import SIPError
 
@@ -168,9 +169,10 @@ class Transmit:
 
 # --- The machines -------------------------------------------------------------
 
-_Table = dict[tuple[str, str], tuple[str, tuple[str, ...]]]
-TransactionKey = tuple[str | int | None, ...]
-"""§17.1.3 ``(branch, method)`` or §17.2.3 ``(branch, sent-by host, port, method)``."""
+if TYPE_CHECKING:  # type aliases only: Cython 0.29 (Debian's) cannot subscript dict/tuple at run time
+    _Table = dict[tuple[str, str], tuple[str, tuple[str, ...]]]
+    TransactionKey = tuple[str | int | None, ...]
+    """§17.1.3 ``(branch, method)`` or §17.2.3 ``(branch, sent-by host, port, method)``."""
 
 
 def _same(states: tuple[str, ...], event: str, actions: tuple[str, ...] = ()) -> _Table:

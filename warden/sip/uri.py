@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from functools import lru_cache
+from typing import TYPE_CHECKING
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import unquote as _pct_unquote
@@ -58,7 +59,13 @@ def _parse_uint(text: str, what: str, maximum: int) -> int:
     return int(digits)
 
 
-class Params(Mapping[str, "str | None"]):
+if TYPE_CHECKING:
+    _ParamsBase = Mapping[str, "str | None"]
+else:  # Cython 0.29 (Debian's, compiles this module) cannot subscript an ABC at run time
+    _ParamsBase = Mapping
+
+
+class Params(_ParamsBase):
     """Ordered ``;name=value`` parameters with case-insensitive names.
 
     ``None`` marks a valueless parameter (``;lr``, ``;ob``, ``;rport``); ``""``
