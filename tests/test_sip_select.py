@@ -19,6 +19,12 @@ import pytest
 
 from helpers import PKI, ROOT, free_port, loopback_config
 
+import warden
+
+#: The package under test: this checkout's, or the installed one when the tests
+#: run from a copy without it (the Debian package's autopkgtest).
+PKG = Path(warden.__file__).resolve().parent
+
 COMPILED = ("uri", "headers", "message", "auth", "transaction", "framing", "dialog", "sdp")
 PROBE = (
     "import json, warden.sip._select as s; "
@@ -54,12 +60,12 @@ def test_switch_selects_the_pure_twins(value: str) -> None:
     implementation, files, _ = json.loads(done.stdout)
     assert implementation == "pure"
     for name in COMPILED:
-        assert files[name] == str(ROOT / "warden" / "sip" / f"{name}.py")
+        assert files[name] == str(PKG / "sip" / f"{name}.py")
 
 
 def _tree_copy(tmp_path: Path, *, checkout: bool) -> Path:
     tree = tmp_path / "tree"
-    shutil.copytree(ROOT / "warden", tree / "warden", ignore=shutil.ignore_patterns("__pycache__", "*.c"))
+    shutil.copytree(PKG, tree / "warden", ignore=shutil.ignore_patterns("__pycache__", "*.c"))
     if checkout:
         (tree / "setup.py").write_text("# marks a source checkout\n")
     return tree
