@@ -20,11 +20,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import gc
 import pstats
 import re
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -219,6 +221,37 @@ def call_wave(b: Bench, first: int, wave: int, callees: int) -> None:
     only(to_caller + _by_peer(sent, CALLER_PORT), b"SIP/2.0 200")
 
 
+class GCWatch:
+    """Wall time spent in the garbage collector, per generation (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.spent = [0.0, 0.0, 0.0]
+        self.runs = [0, 0, 0]
+        self._t0 = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.spent[info["generation"]] += time.perf_counter() - self._t0
+            self.runs[info["generation"]] += 1
+
+    def close(self) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def summary(self, wall: float) -> str:
+        total = sum(self.spent)
+        per_gen = ", ".join(f"gen{g} {n} x {self.spent[g] / n * 1e3:.2f} ms" for g, n in enumerate(self.runs) if n)
+        return f"{total:.3f} s ({100 * total / wall:.1f} % of wall){': ' + per_gen if per_gen else ''}"
+
+
+def print_objects(top: int) -> None:
+    counts = Counter(type(o).__qualname__ for o in gc.get_objects())
+    for name, n in counts.most_common(top):
+        print(f"  {n:9d}  {name}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenario", choices=("register", "calls"), default="register")
@@ -230,6 +263,8 @@ def main() -> None:
     ap.add_argument("--default-gc", action="store_true", help="leave the garbage collector as Python sets it")
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="print the N costliest functions")
     ap.add_argument("--sort", default="tottime", help="pstats sort key for --profile (tottime, cumulative)")
+    ap.add_argument("--objects", type=int, default=0, metavar="N",
+                    help="print the N commonest objects the garbage collector tracks after the run")
     args = ap.parse_args()
     n_ops = args.n or (4000 if args.scenario == "register" else 2000)
 
@@ -276,6 +311,7 @@ def main() -> None:
                 step(bench, first)
             bench.cpu = 0.0
             prof = cProfile.Profile() if args.profile else None
+            gc_watch = GCWatch()
             w0 = time.perf_counter()
             if prof:
                 prof.enable()
@@ -284,9 +320,14 @@ def main() -> None:
             if prof:
                 prof.disable()
             wall = time.perf_counter() - w0
+            gc_watch.close()
             print(f"{args.scenario}: {n_ops} x {args.wave} per engine turn: "
                   f"{bench.cpu / n_ops * 1e6:.0f} us engine CPU per {what}"
                   f" (wall {wall:.2f} s{', profiled' if prof else ''})")
+            print(f"garbage collector: {gc_watch.summary(wall)}; "
+                  f"{len(gc.get_objects())} tracked objects at the end")
+            if args.objects:
+                print_objects(args.objects)
             if prof:
                 pstats.Stats(prof).sort_stats(args.sort).print_stats(args.profile)
         finally:

@@ -51,6 +51,7 @@ this script on loopback only and stopped by it, also on Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import argparse
+import os
 import datetime as dt
 import json
 import select
@@ -213,7 +214,8 @@ class Profiler:
         out = self.workdir / f"profile-{name}.txt"
         proc = self.children.popen("py-spy", [
             self.binary, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
-            "--rate", "97", "--format", "raw", "--threads", "--gil", "--output", str(out)],
+            "--rate", "97", "--format", "raw", "--threads", "--gil", "--output", str(out),
+            *(["--native"] if os.environ.get("WARDEN_PYSPY_NATIVE") else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return proc, out
 
