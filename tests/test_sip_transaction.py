@@ -629,3 +629,63 @@ def test_terminated_transactions_keep_no_message_alive() -> None:
     layer.handle_timers(40.0)  # Timer J fired: terminated
     assert txn.state == "terminated"
     assert txn.request is None and txn._data is None
+
+
+def test_absorbing_states_keep_no_parsed_message() -> None:
+    """Once a transaction only absorbs retransmissions it holds bytes at most, never a message:
+    over UDP it lives 32 s, and a parsed message is dozens of objects for the garbage collector."""
+    layer = TransactionLayer()
+    inv = layer.send_request(request(branch="z9hG4bKacc"), PEER, 0.0)
+    layer.receive_response(reply(inv.request, 200), PEER, 0.1)  # type: ignore[arg-type]
+    bye = layer.send_request(request("BYE", "z9hG4bKbye", cseq=2, to_tag="b1"), PEER, 0.2)
+    layer.receive_response(reply(bye.request, 200), PEER, 0.3)  # type: ignore[arg-type]
+    busy = layer.send_request(request(branch="z9hG4bKbusy"), PEER, 0.4)
+    layer.receive_response(reply(busy.request, 486), PEER, 0.5)  # type: ignore[arg-type]
+    assert (inv.state, bye.state, busy.state) == ("accepted", "completed", "completed")
+    assert inv.request is None and inv._data is None  # Timer M: the TU ACKs 2xx itself
+    assert bye.request is None and bye._data is None  # Timer K: responses are only absorbed
+    assert busy.request is None and busy._data is not None  # Timer D: the ACK's bytes are resent
+    layer.outbox()
+    layer.receive_response(reply(request(branch="z9hG4bKbusy"), 486), PEER, 0.6)
+    assert wire(layer.outbox()) == ["ACK sip:bob@example.com SIP/2.0"]
+
+    server = request(branch="z9hG4bKsrv")
+    layer.receive_request(server, UDP, 1.0)
+    txn = [e for e in layer.events() if isinstance(e, RequestReceived)][0].transaction
+    layer.send_response(txn, make_response(server, 200, to_tag="t"), 1.1)
+    assert txn.state == "accepted" and txn.request is None and txn._data is None  # Timer L
+
+
+def test_timer_entries_hold_no_transaction() -> None:
+    """Timer entries name their transaction by key: plain values the garbage collector stops
+    tracking, and a stale entry (Timer B after the answer, up to 64*T1) pins no ended transaction."""
+    layer = TransactionLayer()
+    txn = layer.send_request(request("OPTIONS", "z9hG4bKopt"), PEER, 0.0)
+    layer.receive_response(reply(txn.request, 200), PEER, 0.1)  # type: ignore[arg-type]
+    layer.handle_timers(5.1)  # Timer K: terminated; Timer F's stale entry is still queued (32 s)
+    assert txn.state == "terminated" and len(layer) == 0 and layer._heap
+    layer.outbox()
+    layer.events()
+    gc.collect()
+    gc.collect()  # a tuple is untracked once its items are: the key first, then the entry
+    assert not any(gc.is_tracked(entry) for entry in layer._heap)
+    assert gc.get_referrers(txn) == []  # nothing but this test holds it
+    assert layer.next_timer() is None and not layer._heap  # stale entries are skipped
+
+
+def test_stale_timer_never_fires_on_a_new_transaction_with_the_same_key() -> None:
+    """A request retransmitted after its transaction ended makes a new one under the same key:
+    the old transaction's queued timers must not drive it."""
+    layer = TransactionLayer()
+    req = request("OPTIONS", "z9hG4bKsame")
+    layer.receive_request(req, UDP, 0.0)
+    first = layer.events()[0].transaction  # type: ignore[union-attr]
+    layer.send_response(first, make_response(req, 200, to_tag="t"), 0.0)
+    layer.transport_error(first, 0.1)  # terminated at once; its Timer J entry stays queued for 32 s
+    assert first.state == "terminated"
+    layer.events()
+    layer.receive_request(request("OPTIONS", "z9hG4bKsame"), UDP, 1.0)
+    second = layer.events()[0].transaction  # type: ignore[union-attr]
+    assert second is not first and second.state == "trying"
+    layer.handle_timers(40.0)  # the old Timer J falls due: the new transaction is untouched
+    assert second.state == "trying" and layer.events() == []

@@ -27,6 +27,7 @@ import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import SIPParseError, WardenError
@@ -188,6 +189,13 @@ class Call:
         self.__dict__.pop("a", None)
 
 
+def _fire_later(b2bua: "B2BUA", call_id: int, func: Callable[..., None], args: tuple[Any, ...]) -> None:
+    """A :meth:`B2BUA._later` timer: ``func(b2bua, call, *args)`` if the call still lives."""
+    call = b2bua.calls.get(call_id)
+    if call is not None:
+        func(b2bua, call, *args)
+
+
 class B2BUA:
     """Sets up, relays and tears down calls between registered extensions."""
 
@@ -325,22 +333,17 @@ class B2BUA:
         resp = make_response(req, status, reason, to_tag=to_tag or generate_tag(), headers=headers or [])
         self.env.send_response(txn, resp)
 
-    def _later(self, delay: float, call: Call, fn: Callable[..., None], *args: Any) -> None:
-        """``fn(call, *args)`` after ``delay`` if the call is still live.
+    def _later(self, delay: float, call: Call, method: Callable[..., None], *args: Any) -> None:
+        """``method(self, call, *args)`` after ``delay`` if the call is still live.
 
         The timer holds the call's id, not the call: an ended call (and its
         requests, dialogs and media) is freed at once rather than when its
         ring timeout falls due minutes later, which kept thousands of dead
         calls alive under load, costing memory and garbage-collector time.
+        It is one ``partial`` of plain values, not a closure (a function, a
+        tuple and four cells, all for the garbage collector to track).
         """
-        call_id = call.id
-
-        def fire() -> None:
-            live = self.calls.get(call_id)
-            if live is not None:
-                fn(live, *args)
-
-        self.env.call_later(delay, fire)
+        self.env.call_later(delay, partial(_fire_later, self, call.id, method, args))
 
     def _busy(self, callee: str) -> bool:
         return callee in self._answered
@@ -508,7 +511,7 @@ class B2BUA:
             return
         if elapsed > 0 and a.last_2xx is not None:
             self.env.send_stateless(a.last_2xx, a.destination)
-        self._later(interval, call, self._retransmit_2xx, min(interval * 2, 4.0), elapsed + interval)
+        self._later(interval, call, B2BUA._retransmit_2xx, min(interval * 2, 4.0), elapsed + interval)
 
     def _cancel(self, leg: Leg) -> None:
         """Give up on a B leg: CANCEL it now, or once its first 1xx comes (§9.1)."""
@@ -700,14 +703,14 @@ class B2BUA:
             assert call.media is not None
             last = call.media.last_activity()
         if last is None:  # on hold both ways: nothing is expected to flow
-            self._later(5.0, call, self._watch_media)
+            self._later(5.0, call, B2BUA._watch_media)
             return
         idle = self.env.now() - last
         if idle >= self.media_timeout:
             log.info("call %d: no RTP for %.0f s, hanging up", call.id, idle)
             self._end_call(call, "answered", "media timeout", bye_a=True, bye_b=True)
             return
-        self._later(min(5.0, max(0.5, self.media_timeout - idle)), call, self._watch_media)
+        self._later(min(5.0, max(0.5, self.media_timeout - idle)), call, B2BUA._watch_media)
 
     def _join_room(self, call: Call, source: Source) -> None:
         """The callee is a conference room: we answer as the room."""

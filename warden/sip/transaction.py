@@ -15,15 +15,21 @@ Strategy:
   bytes to send pile up in :meth:`~TransactionLayer.outbox` as :class:`Transmit`
   items, and what the TU must know piles up in :meth:`~TransactionLayer.events`.
   One path for everything, whether a message or a timer caused it.
-* Timers live in one heap of ``(when, seq, transaction, event, generation)``.
-  Stopping a transaction's timers bumps its generation, so stale entries are
-  skipped when they surface: no search, O(log n) per arm. A stale entry lives
-  at most until its deadline (64*T1), so the heap stays proportional to the
-  transactions alive in the last 32 s.
-* Memory: transactions have ``__slots__``; a server transaction drops its
-  request once the final response is out and keeps only the response bytes and
-  the reply address, which is all Timer J (or G) needs. Over TCP/TLS the
-  non-INVITE machines terminate at once (J, K = 0) and nothing is kept.
+* Timers live in one heap of ``(when, seq, is_client, key, event, generation)``.
+  Stopping a transaction's timers gives it a new generation (unique in the
+  layer), so stale entries are skipped when they surface: no search, O(log n)
+  per arm. An entry names its transaction by key, not by reference: it holds
+  only strings and numbers, which the garbage collector stops tracking, and a
+  stale one (Timer B after the answer, H after the ACK: up to 64*T1) no longer
+  keeps an ended transaction alive.
+* Memory: transactions have ``__slots__`` and, once they only absorb
+  retransmissions, keep no parsed message: a server transaction keeps the
+  bytes of its final non-2xx response (Timers G, J), a client INVITE the bytes
+  of its non-2xx ACK (D), and "accepted" (L, M) or a completed client non-INVITE
+  (K) nothing but the key and state. Over UDP they live 32 s at 1,000 calls/s:
+  each parsed message kept would be thousands of objects for the garbage
+  collector to walk. Over TCP/TLS the non-INVITE machines terminate at once
+  (J, K = 0) and nothing is kept.
 * Errors: an event the table lacks raises :class:`TransactionError` naming role,
   state and event when the TU caused it (a second final response, say). When
   the network caused it (a 180 after the 486, an ACK before any final
@@ -192,8 +198,9 @@ _CLIENT_INVITE: _Table = {
     ("calling", "timer_B"): ("terminated", ("timeout_B",)),
     **_to(("calling", "proceeding"), "1xx", "proceeding", ("stop", "pass")),
     # accepted: the TU ACKs 2xx itself, the request is not sent again; keep only the key
-    **_to(("calling", "proceeding"), "2xx", "accepted", ("stop", "pass", "release", "arm_M")),
-    **_to(("calling", "proceeding"), "3xx-6xx", "completed", ("stop", "pass", "ack", "arm_D")),
+    **_to(("calling", "proceeding"), "2xx", "accepted", ("stop", "pass", "forget", "arm_M")),
+    # completed: only the ACK's bytes are resent
+    **_to(("calling", "proceeding"), "3xx-6xx", "completed", ("stop", "pass", "ack", "release", "arm_D")),
     ("completed", "3xx-6xx"): ("completed", ("transmit",)),
     ("completed", "timer_D"): ("terminated", ()),
     ("accepted", "2xx"): ("accepted", ("pass_again",)),
@@ -206,8 +213,9 @@ _CLIENT_NON_INVITE: _Table = {
     **_same(("trying", "proceeding"), "timer_E", ("transmit", "backoff_E")),
     **_to(("trying", "proceeding"), "timer_F", "terminated", ("timeout_F",)),
     **_to(("trying", "proceeding"), "1xx", "proceeding", ("pass",)),
-    **_to(("trying", "proceeding"), "2xx", "completed", ("stop", "pass", "arm_K")),
-    **_to(("trying", "proceeding"), "3xx-6xx", "completed", ("stop", "pass", "arm_K")),
+    # completed only absorbs response retransmissions: nothing to keep but the key
+    **_to(("trying", "proceeding"), "2xx", "completed", ("stop", "pass", "forget", "arm_K")),
+    **_to(("trying", "proceeding"), "3xx-6xx", "completed", ("stop", "pass", "forget", "arm_K")),
     **{("completed", e): ("completed", ()) for e in ("1xx", "2xx", "3xx-6xx")},
     ("completed", "timer_K"): ("terminated", ()),
     **_to(("trying", "proceeding"), "transport_error", "terminated", ("transport_error",)),
@@ -220,7 +228,8 @@ _SERVER_INVITE: _Table = {
     ("proceeding", "timer_100"): ("proceeding", ("send_trying",)),
     ("proceeding", "request"): ("proceeding", ("transmit",)),
     ("proceeding", "send_1xx"): ("proceeding", ("stop", "reply")),
-    ("proceeding", "send_2xx"): ("accepted", ("stop", "reply", "release", "arm_L")),
+    # accepted: the TU resends its 2xx itself (§13.3.1.4); a request retransmission is absorbed
+    ("proceeding", "send_2xx"): ("accepted", ("stop", "reply", "forget", "arm_L")),
     ("proceeding", "send_3xx-6xx"): ("completed", ("stop", "reply", "release", "arm_G", "arm_H")),
     ("completed", "request"): ("completed", ("transmit",)),
     ("completed", "timer_G"): ("completed", ("transmit", "backoff_G")),
@@ -307,7 +316,8 @@ class Transaction:
 
 
 class ClientTransaction(Transaction):
-    """A request we sent. ``request`` stays available (for CANCEL, or a retry after 401)."""
+    """A request we sent. ``request`` stays available until the final response
+    (for a CANCEL), then is released: a TU that may retry (after a 401) keeps its own."""
 
     __slots__ = ()
 
@@ -436,8 +446,9 @@ class TransactionLayer:
         self.timers = timers or Timers()
         self._server: dict[TransactionKey, ServerTransaction] = {}
         self._client: dict[TransactionKey, ClientTransaction] = {}
-        self._heap: list[tuple[float, int, Transaction, str, int]] = []
+        self._heap: list[tuple[float, int, bool, TransactionKey, str, int]] = []
         self._seq = itertools.count()
+        self._generations = itertools.count(1)
         self._out: list[Transmit] = []
         self._events: list[TransactionEvent] = []
         self.stray_responses = 0
@@ -447,7 +458,7 @@ class TransactionLayer:
             "pass_again": partial(self._a_pass, again=True), "ack": self._a_ack,
             "transport_error": self._a_transport_error,
             "deliver": self._a_deliver, "deliver_ack": self._a_deliver_ack, "reply": self._a_reply,
-            "release": self._a_release, "send_trying": self._a_send_trying,
+            "release": self._a_release, "forget": self._a_forget, "send_trying": self._a_send_trying,
         }
         for name in ("A", "B", "D", "E", "F", "G", "H", "I", "J", "K", "L", "M", "100"):
             act[f"arm_{name}"] = partial(self._a_arm, name)
@@ -477,6 +488,7 @@ class TransactionLayer:
             return
         machine = SERVER_INVITE if request.method == "INVITE" else SERVER_NON_INVITE
         txn = ServerTransaction(machine, key, request, _reply_destination(via, source))
+        txn._gen = next(self._generations)
         self._server[key] = txn
         self._step(txn, "request", now, request, source)
 
@@ -512,6 +524,7 @@ class TransactionLayer:
             raise TransactionError(f"a client transaction {key} already exists: use a new branch")
         machine = CLIENT_INVITE if request.method == "INVITE" else CLIENT_NON_INVITE
         txn = ClientTransaction(machine, key, request, destination)
+        txn._gen = next(self._generations)
         txn._data = bytes(request)
         self._client[key] = txn
         self._step(txn, "send", now)
@@ -533,20 +546,25 @@ class TransactionLayer:
 
     def handle_timers(self, now: float) -> None:
         """Fire every timer due at ``now``."""
-        heap = self._heap
+        heap, client, server = self._heap, self._client, self._server
         while heap and heap[0][0] <= now:
-            _, _, txn, event, gen = heapq.heappop(heap)
-            if gen == txn._gen:
+            _, _, is_client, key, event, gen = heapq.heappop(heap)
+            txn = (client if is_client else server).get(key)
+            if txn is not None and gen == txn._gen:
                 self._step(txn, event, now)
 
     # -- outputs -------------------------------------------------------------
 
     def next_timer(self) -> float | None:
         """When :meth:`handle_timers` must next be called, or ``None``."""
-        heap = self._heap
-        while heap and heap[0][4] != heap[0][2]._gen:
+        heap, client, server = self._heap, self._client, self._server
+        while heap:
+            _, _, is_client, key, _, gen = heap[0]
+            txn = (client if is_client else server).get(key)
+            if txn is not None and gen == txn._gen:
+                return heap[0][0]
             heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        return None
 
     def outbox(self) -> list[Transmit]:
         """Take the bytes queued for sending, oldest first."""
@@ -589,9 +607,9 @@ class TransactionLayer:
         for action in actions:
             self._actions[action](txn, now, msg, source)
         if txn.state == "terminated" and txn._gen != -1:  # once: a nested step may have done it
-            txn._gen = -1  # stale heap entries (armed with gen >= 0) never match again
-            # stale heap entries keep the object alive until their deadline (up to
-            # 64*T1): let them hold a husk, not the request and the bytes sent
+            txn._gen = -1  # its heap entries (armed with gen >= 1) never match again
+            # the TU may keep the object a while (its maps, until it handles the
+            # event): let it hold a husk, not the request and the bytes sent
             txn.request, txn._data = None, None
             table = self._client if isinstance(txn, ClientTransaction) else self._server
             if table.get(txn.key) is txn:
@@ -605,7 +623,7 @@ class TransactionLayer:
             self._out.append(Transmit(txn._data, txn.destination, txn))
 
     def _a_stop(self, txn: Transaction, now: float, msg: object, src: object) -> None:
-        txn._gen += 1
+        txn._gen = next(self._generations)
 
     def _a_arm(self, name: str, txn: Transaction, now: float, msg: object, src: object) -> None:
         t, reliable = self.timers, txn.destination.reliable
@@ -629,7 +647,7 @@ class TransactionLayer:
         if delay <= 0:
             self._step(txn, "timer_" + name, now)
         else:
-            heapq.heappush(self._heap, (now + delay, next(self._seq), txn, "timer_" + name, txn._gen))
+            self._push(now + delay, txn, "timer_" + name)
 
     def _a_backoff(self, name: str, txn: Transaction, now: float, msg: object, src: object) -> None:
         t2 = self.timers.t2
@@ -639,7 +657,10 @@ class TransactionLayer:
             txn._interval = t2  # §17.1.2.2
         else:
             txn._interval = min(2 * txn._interval, t2)
-        heapq.heappush(self._heap, (now + txn._interval, next(self._seq), txn, "timer_" + name, txn._gen))
+        self._push(now + txn._interval, txn, "timer_" + name)
+
+    def _push(self, when: float, txn: Transaction, event: str) -> None:
+        heapq.heappush(self._heap, (when, next(self._seq), isinstance(txn, ClientTransaction), txn.key, event, txn._gen))
 
     def _a_pass(self, txn: Transaction, now: float, msg: object, src: object, again: bool = False) -> None:
         assert isinstance(txn, ClientTransaction) and isinstance(msg, Response) and isinstance(src, Source)
@@ -671,6 +692,9 @@ class TransactionLayer:
 
     def _a_release(self, txn: Transaction, now: float, msg: object, src: object) -> None:
         txn.request = None
+
+    def _a_forget(self, txn: Transaction, now: float, msg: object, src: object) -> None:
+        txn.request, txn._data = None, None  # the state absorbs retransmissions and never sends
 
     def _a_send_trying(self, txn: Transaction, now: float, msg: object, src: object) -> None:
         assert txn.request is not None
