@@ -142,3 +142,34 @@ def test_passwd_prompts_twice_and_refuses_a_mismatch(ext: Run, db_path: Path) ->
 def test_ext_needs_an_action(ext: Run) -> None:
     run = ext()
     assert run.returncode != 0 and "ACTION" in run.stderr
+
+
+def test_a_running_pbx_store_never_serves_what_the_cli_changed(ext: Run, db_path: Path) -> None:
+    """The PBX caches extensions and bindings in memory; the CLI writes the same file from
+    another process. Every change shows at the PBX's next lookup, inside a batch or not."""
+    assert ext("add", "1001", "--password", PASSWORD).returncode == 0
+    with Store(db_path) as pbx:
+        pbx.upsert_binding(Binding(aor="1001", contact="sip:1001@192.0.2.1", expires_at=4e9, call_id="a",
+                                   cseq=1, transport="udp", source_host="192.0.2.1", source_port=5060,
+                                   registered_at=1.0))
+        old = pbx.credentials("1001")
+        assert old is not None and pbx.get_extension("1001") is not None and len(pbx.bindings("1001")) == 1
+
+        assert ext("passwd", "1001", "--password", "brand-new-pass").returncode == 0
+        new = pbx.credentials("1001")
+        assert new is not None and new[0] == ha1("1001", REALM, "brand-new-pass", "MD5") != old[0]
+
+        assert ext("disable", "1001").returncode == 0
+        with pbx.batch():  # the engine's turn: the transaction begins at the first write
+            pbx.start_cdr("c1", "1001", "1002", 1.0, caller_transport="udp")
+            assert pbx.credentials("1001") is None
+
+        assert ext("enable", "1001").returncode == 0
+        with pbx.batch():
+            assert pbx.credentials("1001") == new  # before the batch's first write
+            pbx.start_cdr("c2", "1001", "1002", 2.0, caller_transport="udp")
+            assert pbx.credentials("1001") == new
+
+        assert ext("del", "1001").returncode == 0
+        assert pbx.get_extension("1001") is None and pbx.credentials("1001") is None
+        assert pbx.bindings("1001") == []

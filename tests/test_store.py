@@ -596,3 +596,66 @@ def test_several_processes_create_the_same_new_file_at_once(tmp_path: Path) -> N
     assert [p.returncode for p in procs] == [0] * 4, errors
     with Store(path) as s:
         assert s.count_cdrs() == 4
+
+
+# --- the read cache ----------------------------------------------------------------------------
+
+
+def _statements(store: Store) -> list[str]:
+    seen: list[str] = []
+    store._conn.set_trace_callback(lambda sql: seen.append(sql.split()[0].upper()))  # type: ignore[union-attr]
+    return seen
+
+
+def test_lookups_are_cached_and_our_own_writes_show_at_once(store: Store, db_path: Path) -> None:
+    store.add_extension("1001", PASSWORD, realm=REALM)
+    store.upsert_binding(_binding())
+    seen = _statements(store)
+    assert store.credentials("1001") is not None and store.bindings("1001", now=T0)
+    assert seen == ["PRAGMA", "SELECT", "PRAGMA", "SELECT"]  # data_version, then the rows
+    del seen[:]
+    assert store.credentials("1001") is not None and store.get_extension("1001") is not None
+    assert seen == ["PRAGMA", "PRAGMA"]  # no one else wrote: no SELECT
+    del seen[:]
+    with store.batch():
+        cdr = store.start_cdr("c", "1001", "1002", T0, caller_transport="udp")
+        store.credentials("1001"), store.get_extension("1001"), store.bindings("1001", now=T0)
+        store.answer_cdr(cdr, T0 + 1)
+        store.end_cdr(cdr, T0 + 2, "answered", None)
+    # inside our own write transaction no one else can commit: the lookups cost nothing
+    assert seen == ["BEGIN", "PRAGMA", "INSERT", "UPDATE", "UPDATE", "COMMIT"]
+
+    store.set_password("1001", "another-password", realm=REALM)
+    assert store.credentials("1001") == (ha1("1001", REALM, "another-password", "MD5"),
+                                         ha1("1001", REALM, "another-password", "SHA-256"), REALM)
+    store.update_extension("1001", enabled=False)
+    assert store.credentials("1001") is None and not store.get_extension("1001").enabled  # type: ignore[union-attr]
+    store.upsert_binding(_binding(contact="sip:1001@192.0.2.11:5060", q=0.5))
+    assert [b.contact for b in store.bindings("1001", now=T0)] == ["sip:1001@192.0.2.10:5060",
+                                                                    "sip:1001@192.0.2.11:5060"]
+    assert store.bindings("1001", now=T0 + 3600) == []  # expiry is applied to cached rows too
+    store.remove_binding("1001", "sip:1001@192.0.2.10:5060")
+    assert [b.contact for b in store.bindings("1001")] == ["sip:1001@192.0.2.11:5060"]
+    assert [b.contact for b in store.expire_bindings(T0 + 3600)] == ["sip:1001@192.0.2.11:5060"]
+    assert store.bindings("1001") == []
+    assert store.get_extension("1002") is None
+    store.add_extension("1002", PASSWORD, realm=REALM)
+    assert store.get_extension("1002") is not None  # a cached "no such extension" is forgotten too
+    store.delete_extension("1002")
+    assert store.get_extension("1002") is None
+
+
+def test_a_rolled_back_write_leaves_nothing_cached(store: Store) -> None:
+    store.add_extension("1001", PASSWORD, realm=REALM)
+    store.upsert_binding(_binding())
+    with store.batch():
+        with pytest.raises(RuntimeError):
+            with store._write():  # a block that fails is rolled back to its savepoint
+                store.remove_bindings("1001")
+                assert store.bindings("1001") == []  # our own uncommitted write, read and cached
+                raise RuntimeError("boom")
+        assert len(store.bindings("1001")) == 1  # what the cache says is what is stored
+    assert len(store.bindings("1001")) == 1
+    with pytest.raises(NoSuchExtension):
+        store.upsert_binding(_binding(aor="1999"))
+    assert store.get_extension("1999") is None

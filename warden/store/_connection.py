@@ -12,6 +12,17 @@ lose the last commits), without an fsync per commit. A Python lock serialises
 threads on the one connection; ``busy_timeout`` makes another process's
 writer wait rather than fail.
 
+Read cache: extensions and bindings are read for every call and REGISTER
+(digest credentials, "does the callee exist", "where is it registered") and
+change rarely, but other processes change them too (the CLI's ``ext
+passwd``, the API). So cached rows are only served while ``PRAGMA
+data_version`` (which changes when another connection commits) is what it
+was when they were read; our own writes drop what they touch, and a
+rollback drops everything. Inside our own write transaction (the batch)
+nobody else can commit, so after one check when it begins, lookups there
+cost no statement at all: a call's three lookups went from three SELECTs to
+none, and a password changed by the CLI is never served stale.
+
 Batches: the PBX's protocol thread wraps each turn of its loop in
 :meth:`Database.batch`, so the writes of many requests share one transaction
 and one commit (a commit per REGISTER was the registrar's largest cost). The
@@ -50,6 +61,10 @@ def _forked() -> None:
 
 
 os.register_at_fork(after_in_child=_forked)
+
+_MISSING = object()
+_CACHE_LIMIT = 8192
+"""Most cached lookups; past it the cache starts again empty (a scan of unknown numbers cannot grow it)."""
 
 #: Pass as the path for a private in-memory database (tests, tools).
 MEMORY = ":memory:"
@@ -102,6 +117,8 @@ class Database:
         self._lock = threading.RLock()
         self._batching = False
         self._generation = _fork_generation
+        self._cache: dict[tuple[str, str], Any] = {}
+        self._data_version = -1
         if not memory:
             try:
                 _prepare_file(Path(self.path))
@@ -173,9 +190,43 @@ class Database:
         if write and self._batching and not conn.in_transaction:
             try:
                 conn.execute("BEGIN IMMEDIATE")
+                self._check_version(conn)  # the cache now holds for the whole transaction
             except sqlite3.Error as exc:
                 raise self._error(exc) from None
         return conn
+
+    # --- the read cache (see the module docstring) ------------------------------
+
+    def _check_version(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._cache.clear()
+            self._data_version = version
+
+    def _cached_read(self, key: tuple[str, str], sql: str, params: Sequence[Any]) -> Any:
+        """The rows of a read statement (a tuple), from the cache while no one else has written."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                if not conn.in_transaction:  # in our write transaction no one else can commit
+                    self._check_version(conn)
+                cache = self._cache
+                rows = cache.get(key, _MISSING)
+                if rows is _MISSING:
+                    rows = tuple(conn.execute(sql, params).fetchall())
+                    if len(cache) >= _CACHE_LIMIT:
+                        cache.clear()
+                    cache[key] = rows
+            except sqlite3.Error as exc:
+                raise self._error(exc) from None
+            return rows
+
+    def _forget(self, key: tuple[str, str] | None = None) -> None:
+        """Drop one cached lookup our own write made stale (all of them with no key)."""
+        if key is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(key, None)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -205,6 +256,7 @@ class Database:
                         raise self._error(exc) from None
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
+        self._cache.clear()  # a failed statement may have rolled back writes the cache saw
         text = str(exc)
         busy = isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
         return StoreError(f"{self.path}: {text}", status=503 if busy else 500)
@@ -251,6 +303,7 @@ class Database:
                     conn.execute("ROLLBACK")
                 raise self._error(exc) from None
             except BaseException:
+                self._cache.clear()
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
@@ -266,6 +319,7 @@ class Database:
             yield
             conn.execute("RELEASE warden_write")
         except BaseException as exc:
+            self._cache.clear()
             conn.execute("ROLLBACK TO warden_write")
             conn.execute("RELEASE warden_write")
             if isinstance(exc, sqlite3.Error):

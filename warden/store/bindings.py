@@ -107,6 +107,10 @@ _INSERT = (
 )
 
 
+_SELECT_AOR = f"SELECT {_COLUMNS} FROM bindings WHERE aor = ? ORDER BY q DESC, updated_at DESC, binding_key"
+_EXPIRES_AT = _FIELDS.index("expires_at")
+
+
 def _from_row(row: tuple[Any, ...]) -> Binding:
     return Binding(**dict(zip(_FIELDS, row)))
 
@@ -142,6 +146,7 @@ class BindingsMixin(Database):
         values = (binding.key, *(getattr(binding, n) for n in _FIELDS))
         with self._lock:
             conn = self._connection(write=True)
+            self._forget(("bindings", binding.aor))
             try:
                 conn.execute(_INSERT, values)
             except sqlite3.IntegrityError:
@@ -151,14 +156,19 @@ class BindingsMixin(Database):
 
     def remove_binding(self, aor: str, key: str) -> bool:
         """Remove one binding; return whether it existed."""
+        self._forget(("bindings", aor))
         return self._execute("DELETE FROM bindings WHERE aor = ? AND binding_key = ?", (aor, key)) > 0
 
     def remove_bindings(self, aor: str) -> int:
         """Remove every binding of an AOR; return how many went."""
+        self._forget(("bindings", aor))
         return self._execute("DELETE FROM bindings WHERE aor = ?", (aor,))
 
     def bindings(self, aor: str | None = None, *, now: float | None = None) -> list[Binding]:
         """Bindings of one AOR (or all), best ``q`` first; only unexpired when ``now`` is given."""
+        if aor is not None:  # the call path: cached (see warden.store._connection)
+            rows = self._cached_read(("bindings", aor), _SELECT_AOR, (aor,))
+            return [_from_row(r) for r in rows if now is None or r[_EXPIRES_AT] > now]
         where, params = _filter(aor, now)
         rows = self._query(
             f"SELECT {_COLUMNS} FROM bindings{where} ORDER BY aor, q DESC, updated_at DESC, binding_key",
@@ -174,6 +184,8 @@ class BindingsMixin(Database):
             ).fetchall()
             if rows:
                 conn.execute("DELETE FROM bindings WHERE expires_at <= ?", (now,))
+                for row in rows:
+                    self._forget(("bindings", row[0]))
         if rows:
             log.debug("%d bindings expired", len(rows))
         return [_from_row(r) for r in rows]

@@ -38,6 +38,7 @@ _NUMBER = re.compile(r"[A-Za-z0-9._-]{1,32}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 _COLUMNS = "number, display_name, realm, ha1_md5, ha1_sha256, enabled, created_at, updated_at"
+_SELECT_ONE = f"SELECT {_COLUMNS} FROM extensions WHERE number = ?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,13 +150,19 @@ class ExtensionsMixin(Database):
                 raise ExtensionExists(f"extension {number} already exists") from None
             except sqlite3.Error as exc:
                 raise self._error(exc) from None
+            finally:
+                self._forget(("extension", number))
         log.info("extension %s added (%s)", number, "enabled" if enabled else "disabled")
         return ext
 
+    def _extension_row(self, number: str) -> tuple[Any, ...] | None:
+        rows = self._cached_read(("extension", number), _SELECT_ONE, (number,))
+        return rows[0] if rows else None
+
     def get_extension(self, number: str) -> Extension | None:
         """The extension with this number, or None."""
-        rows = self._query(f"SELECT {_COLUMNS} FROM extensions WHERE number = ?", (number,))
-        return _from_row(rows[0]) if rows else None
+        row = self._extension_row(number)
+        return _from_row(row) if row is not None else None
 
     def list_extensions(self) -> list[Extension]:
         """Every extension, ordered by number (numerically for all-digit numbers)."""
@@ -169,11 +176,8 @@ class ExtensionsMixin(Database):
         This is the digest authenticator's lookup; a disabled or unknown
         extension looks the same to it.
         """
-        rows = self._query(
-            "SELECT ha1_md5, ha1_sha256, realm FROM extensions WHERE number = ? AND enabled = 1",
-            (number,),
-        )
-        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
+        row = self._extension_row(number)
+        return (row[3], row[4], row[2]) if row is not None and row[5] else None
 
     def set_password(self, number: str, password: str, *, realm: str) -> None:
         """Replace an extension's HA1 hashes (and realm); NoSuchExtension (404) if absent."""
@@ -184,6 +188,7 @@ class ExtensionsMixin(Database):
             (ha1(number, realm, password, "MD5"), ha1(number, realm, password, "SHA-256"),
              realm, self._now(), number),
         )
+        self._forget(("extension", number))
         if not changed:
             raise NoSuchExtension(f"no extension {number}")
         log.info("extension %s password changed", number)
@@ -206,7 +211,8 @@ class ExtensionsMixin(Database):
                     f"UPDATE extensions SET {', '.join(sets)}, updated_at = ? WHERE number = ?",
                     (*params, self._now(), number),
                 )
-            row = conn.execute(f"SELECT {_COLUMNS} FROM extensions WHERE number = ?", (number,)).fetchone()
+            self._forget(("extension", number))
+            row = conn.execute(_SELECT_ONE, (number,)).fetchone()
             if row is None:
                 raise NoSuchExtension(f"no extension {number}")
         if sets:
@@ -220,6 +226,8 @@ class ExtensionsMixin(Database):
         """
         with self._write() as conn:
             bindings = conn.execute("SELECT count(*) FROM bindings WHERE aor = ?", (number,)).fetchone()[0]
+            self._forget(("extension", number))
+            self._forget(("bindings", number))  # gone with it (ON DELETE CASCADE)
             if not conn.execute("DELETE FROM extensions WHERE number = ?", (number,)).rowcount:
                 raise NoSuchExtension(f"no extension {number}")
         log.info("extension %s deleted (%d bindings removed)", number, bindings)
