@@ -689,3 +689,18 @@ def test_stale_timer_never_fires_on_a_new_transaction_with_the_same_key() -> Non
     assert second is not first and second.state == "trying"
     layer.handle_timers(40.0)  # the old Timer J falls due: the new transaction is untouched
     assert second.state == "trying" and layer.events() == []
+
+
+def test_transactions_of_one_udp_peer_share_its_source() -> None:
+    """Each datagram comes with its own Source; 32 s of transactions must not keep one each."""
+    layer = TransactionLayer()
+    for i in range(3):
+        layer.receive_request(request("OPTIONS", f"z9hG4bKshare{i}"), Source("udp", "192.0.2.10", 5060), 0.0)
+    layer.receive_request(request("OPTIONS", "z9hG4bKtcp1"), TCP, 0.0)
+    layer.receive_request(request("OPTIONS", "z9hG4bKtcp2"), Source("tcp", "192.0.2.10", 40312, flow="conn-7"), 0.0)
+    server = [e.transaction for e in layer.events()]  # type: ignore[union-attr]
+    assert server[0].destination == UDP and server[0].destination is server[1].destination is server[2].destination
+    assert server[3].destination is TCP and server[4].destination is not TCP  # a flow's Source is its own
+    first = layer.send_request(request("OPTIONS", "z9hG4bKout1"), Source("udp", "198.51.100.7", 5060), 0.0)
+    second = layer.send_request(request("OPTIONS", "z9hG4bKout2"), Source("udp", "198.51.100.7", 5060), 0.0)
+    assert first.destination is second.destination and first.destination == PEER
