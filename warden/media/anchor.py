@@ -90,12 +90,12 @@ def _bind_pair(family: int, host: str, port: int) -> SocketPair | None:
     socks = []
     try:
         for p in (port, port + 1):
-            s = socket.socket(family, socket.SOCK_DGRAM)
+            # non-blocking from the start: one system call fewer per socket, four per call
+            s = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
             socks.append(s)
             if family == socket.AF_INET6:
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             s.bind((host, p))
-            s.setblocking(False)
     except OSError as exc:
         for s in socks:
             s.close()

@@ -203,8 +203,9 @@ class Database:
             self._cache.clear()
             self._data_version = version
 
-    def _cached_read(self, key: tuple[str, str], sql: str, params: Sequence[Any]) -> Any:
-        """The rows of a read statement (a tuple), from the cache while no one else has written."""
+    def _cached_read(self, key: tuple[str, str], sql: str, params: Sequence[Any],
+                     build: Callable[[list[Any]], Any]) -> Any:
+        """``build(rows)`` of a read statement (immutable), from the cache while no one else has written."""
         with self._lock:
             conn = self._connection()
             try:
@@ -213,7 +214,7 @@ class Database:
                 cache = self._cache
                 rows = cache.get(key, _MISSING)
                 if rows is _MISSING:
-                    rows = tuple(conn.execute(sql, params).fetchall())
+                    rows = build(conn.execute(sql, params).fetchall())
                     if len(cache) >= _CACHE_LIMIT:
                         cache.clear()
                     cache[key] = rows

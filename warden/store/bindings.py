@@ -105,14 +105,15 @@ _INSERT = (
     "ON CONFLICT (aor, binding_key) DO UPDATE SET "
     + ", ".join(f"{n} = excluded.{n}" for n in _FIELDS if n not in ("aor", "registered_at"))
 )
-
-
 _SELECT_AOR = f"SELECT {_COLUMNS} FROM bindings WHERE aor = ? ORDER BY q DESC, updated_at DESC, binding_key"
-_EXPIRES_AT = _FIELDS.index("expires_at")
 
 
 def _from_row(row: tuple[Any, ...]) -> Binding:
     return Binding(**dict(zip(_FIELDS, row)))
+
+
+def _all(rows: list[tuple[Any, ...]]) -> tuple[Binding, ...]:
+    return tuple(_from_row(r) for r in rows)
 
 
 def _check(b: Binding) -> None:
@@ -167,8 +168,8 @@ class BindingsMixin(Database):
     def bindings(self, aor: str | None = None, *, now: float | None = None) -> list[Binding]:
         """Bindings of one AOR (or all), best ``q`` first; only unexpired when ``now`` is given."""
         if aor is not None:  # the call path: cached (see warden.store._connection)
-            rows = self._cached_read(("bindings", aor), _SELECT_AOR, (aor,))
-            return [_from_row(r) for r in rows if now is None or r[_EXPIRES_AT] > now]
+            cached: tuple[Binding, ...] = self._cached_read(("bindings", aor), _SELECT_AOR, (aor,), _all)
+            return [b for b in cached if now is None or b.expires_at > now]
         where, params = _filter(aor, now)
         rows = self._query(
             f"SELECT {_COLUMNS} FROM bindings{where} ORDER BY aor, q DESC, updated_at DESC, binding_key",

@@ -79,6 +79,10 @@ def _from_row(row: tuple[Any, ...]) -> Extension:
     return Extension(number, name, realm, md5, sha256, bool(enabled), created, updated)
 
 
+def _first(rows: list[tuple[Any, ...]]) -> Extension | None:
+    return _from_row(rows[0]) if rows else None
+
+
 def _number_order(ext: Extension) -> tuple[bool, int, str]:
     # All-digit numbers first, in numeric order (shorter is smaller); then the rest.
     digits = ext.number.isdigit()
@@ -155,14 +159,10 @@ class ExtensionsMixin(Database):
         log.info("extension %s added (%s)", number, "enabled" if enabled else "disabled")
         return ext
 
-    def _extension_row(self, number: str) -> tuple[Any, ...] | None:
-        rows = self._cached_read(("extension", number), _SELECT_ONE, (number,))
-        return rows[0] if rows else None
-
     def get_extension(self, number: str) -> Extension | None:
         """The extension with this number, or None."""
-        row = self._extension_row(number)
-        return _from_row(row) if row is not None else None
+        ext: Extension | None = self._cached_read(("extension", number), _SELECT_ONE, (number,), _first)
+        return ext
 
     def list_extensions(self) -> list[Extension]:
         """Every extension, ordered by number (numerically for all-digit numbers)."""
@@ -176,8 +176,8 @@ class ExtensionsMixin(Database):
         This is the digest authenticator's lookup; a disabled or unknown
         extension looks the same to it.
         """
-        row = self._extension_row(number)
-        return (row[3], row[4], row[2]) if row is not None and row[5] else None
+        ext = self.get_extension(number)
+        return (ext.ha1_md5, ext.ha1_sha256, ext.realm) if ext is not None and ext.enabled else None
 
     def set_password(self, number: str, password: str, *, realm: str) -> None:
         """Replace an extension's HA1 hashes (and realm); NoSuchExtension (404) if absent."""
