@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 
 import pytest
@@ -87,6 +88,21 @@ def test_secrets_stay_out_of_reprs() -> None:
         assert pair.ha1_md5 not in text and pair.ha1_sha256 not in text
         assert "deadbeef" not in text and "hunter2" not in text
         assert SECRET.decode() not in text
+
+
+def test_tracked_nonces_are_invisible_to_the_garbage_collector() -> None:
+    """Up to max_tracked used nonces live for the nonce lifetime (65,536 at 1,000 calls/s):
+    plain numbers, or every collection would walk them; a reused nc is still a replay."""
+    nonces = NonceManager(SECRET)
+    issued = [nonces.issue(T0, "192.0.2.1") for _ in range(100)]
+    for n in issued:
+        assert nonces.use(n, 1, T0 + 1, "192.0.2.1") is NonceStatus.VALID
+    assert nonces.use(issued[0], 2, T0 + 1, "192.0.2.1") is NonceStatus.VALID
+    gc.collect()
+    assert not any(gc.is_tracked(entry) for entry in nonces._seen.values())
+    assert nonces.use(issued[0], 2, T0 + 1, "192.0.2.1") is NonceStatus.REPLAY
+    assert nonces.use(issued[1], 1, T0 + 1, "192.0.2.1") is NonceStatus.REPLAY
+    assert nonces.use(issued[1], 7, T0 + 1, "192.0.2.1") is NonceStatus.VALID
 
 
 # -- flows ----------------------------------------------------------------

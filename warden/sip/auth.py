@@ -397,8 +397,10 @@ class NonceManager:
         self.lifetime = float(lifetime)
         self.max_tracked = max_tracked
         self._random = random
-        # nonce -> [issued, last nc]; insertion order ~ issue order, for eviction.
-        self._seen: OrderedDict[str, list[float]] = OrderedDict()
+        # nonce -> (issued, last nc); insertion order ~ issue order, for eviction. Tuples
+        # of numbers, not lists: the garbage collector stops tracking them, and up to
+        # max_tracked of them live for the nonce lifetime (65,536 at 1,000 calls/s).
+        self._seen: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._watermark = float("-inf")
         self._last: tuple[str, str | None, float | None] = ("", None, None)
         """The last nonce decoded (check() then use() of one request decode it once)."""
@@ -461,13 +463,13 @@ class NonceManager:
         if entry is None:
             if issued <= self._watermark:
                 return NonceStatus.STALE  # maybe evicted: never risk a replay
-            self._seen[nonce] = [issued, _BURNT if nc is None else nc]
+            self._seen[nonce] = (issued, _BURNT if nc is None else nc)
             while len(self._seen) > self.max_tracked:
                 self._evict()
             return NonceStatus.VALID
         if nc is None or entry[1] == _BURNT or nc <= entry[1]:
             return NonceStatus.REPLAY
-        entry[1] = nc
+        self._seen[nonce] = (entry[0], nc)  # an existing key keeps its place in the order
         return NonceStatus.VALID
 
     def _evict(self) -> None:
