@@ -13,6 +13,13 @@ either (see ``bench/sip/run.py`` for rates).
     python3 bench/sip/engine_cpu.py                       # REGISTER pairs over UDP
     python3 bench/sip/engine_cpu.py --scenario calls      # INVITE-BYE calls, media anchored
     python3 bench/sip/engine_cpu.py --profile 30          # and the 30 costliest functions (cProfile)
+    python3 bench/sip/engine_cpu.py --scenario calls -n 48000 --rate 1000   # steady state at 1,000 calls/s
+
+``--rate`` drives the monotonic clock (timers, the 32 s transaction lifetimes
+over UDP) as if the operations came at that rate, so a run longer than 32
+simulated seconds shows the heap and the garbage collector as a PBX under
+that load has them (as fast as possible, -n 8000 ends before any UDP
+transaction does).
 """
 
 from __future__ import annotations
@@ -263,6 +270,8 @@ def main() -> None:
     ap.add_argument("--default-gc", action="store_true", help="leave the garbage collector as Python sets it")
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="print the N costliest functions")
     ap.add_argument("--sort", default="tottime", help="pstats sort key for --profile (tottime, cumulative)")
+    ap.add_argument("--rate", type=float, default=0.0, metavar="OPS",
+                    help="advance the monotonic clock as if OPS operations came per second")
     ap.add_argument("--objects", type=int, default=0, metavar="N",
                     help="print the N commonest objects the garbage collector tracks after the run")
     args = ap.parse_args()
@@ -307,6 +316,14 @@ def main() -> None:
             udp = engine.udp = FakeUDP()
             engine.listen_ports = {"udp": 5060}
             bench = Bench(store, engine, udp)
+            if args.rate:
+                clock = [time.monotonic()]
+                time.monotonic = lambda: clock[0]  # type: ignore[assignment]
+                inner = step
+
+                def step(b: Bench, first: int) -> None:
+                    inner(b, first)
+                    clock[0] += args.wave / args.rate
             for first in range(0, 10 * args.wave, args.wave):  # warm-up
                 step(bench, first)
             bench.cpu = 0.0
@@ -323,7 +340,8 @@ def main() -> None:
             gc_watch.close()
             print(f"{args.scenario}: {n_ops} x {args.wave} per engine turn: "
                   f"{bench.cpu / n_ops * 1e6:.0f} us engine CPU per {what}"
-                  f" (wall {wall:.2f} s{', profiled' if prof else ''})")
+                  f" (wall {wall:.2f} s{', profiled' if prof else ''}"
+                  f"{f', clock at {args.rate:g}/s' if args.rate else ''})")
             print(f"garbage collector: {gc_watch.summary(wall)}; "
                   f"{len(gc.get_objects())} tracked objects at the end")
             if args.objects:
