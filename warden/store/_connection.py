@@ -222,12 +222,9 @@ class Database:
                 raise self._error(exc) from None
             return rows
 
-    def _forget(self, key: tuple[str, str] | None = None) -> None:
-        """Drop one cached lookup our own write made stale (all of them with no key)."""
-        if key is None:
-            self._cache.clear()
-        else:
-            self._cache.pop(key, None)
+    def _forget(self, key: tuple[str, str]) -> None:
+        """Drop a cached lookup our own write makes stale (call it with the lock held, around the write)."""
+        self._cache.pop(key, None)
 
     @contextmanager
     def batch(self) -> Iterator[None]:

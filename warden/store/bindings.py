@@ -157,13 +157,17 @@ class BindingsMixin(Database):
 
     def remove_binding(self, aor: str, key: str) -> bool:
         """Remove one binding; return whether it existed."""
-        self._forget(("bindings", aor))
-        return self._execute("DELETE FROM bindings WHERE aor = ? AND binding_key = ?", (aor, key)) > 0
+        with self._lock:  # no other thread may read (and cache) between the write and the forget
+            removed = self._execute("DELETE FROM bindings WHERE aor = ? AND binding_key = ?", (aor, key)) > 0
+            self._forget(("bindings", aor))
+        return removed
 
     def remove_bindings(self, aor: str) -> int:
         """Remove every binding of an AOR; return how many went."""
-        self._forget(("bindings", aor))
-        return self._execute("DELETE FROM bindings WHERE aor = ?", (aor,))
+        with self._lock:
+            removed = self._execute("DELETE FROM bindings WHERE aor = ?", (aor,))
+            self._forget(("bindings", aor))
+        return removed
 
     def bindings(self, aor: str | None = None, *, now: float | None = None) -> list[Binding]:
         """Bindings of one AOR (or all), best ``q`` first; only unexpired when ``now`` is given."""

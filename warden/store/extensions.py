@@ -183,12 +183,13 @@ class ExtensionsMixin(Database):
         """Replace an extension's HA1 hashes (and realm); NoSuchExtension (404) if absent."""
         check_password(password)
         _check_realm(realm)
-        changed = self._execute(
-            "UPDATE extensions SET ha1_md5 = ?, ha1_sha256 = ?, realm = ?, updated_at = ? WHERE number = ?",
-            (ha1(number, realm, password, "MD5"), ha1(number, realm, password, "SHA-256"),
-             realm, self._now(), number),
-        )
-        self._forget(("extension", number))
+        with self._lock:  # no other thread may read (and cache) between the write and the forget
+            changed = self._execute(
+                "UPDATE extensions SET ha1_md5 = ?, ha1_sha256 = ?, realm = ?, updated_at = ? WHERE number = ?",
+                (ha1(number, realm, password, "MD5"), ha1(number, realm, password, "SHA-256"),
+                 realm, self._now(), number),
+            )
+            self._forget(("extension", number))
         if not changed:
             raise NoSuchExtension(f"no extension {number}")
         log.info("extension %s password changed", number)
