@@ -124,7 +124,7 @@ class CallEnv(Protocol):
         """(TLS version, cipher) of the connection ``source`` came over."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Leg:
     """One side of a call: a dialog between a phone and us."""
 
@@ -149,7 +149,7 @@ class Leg:
     """The 2xx we sent this (A) leg, resent until its ACK comes over UDP."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Call:
     """One call attempt."""
 
@@ -186,7 +186,10 @@ class Call:
         """
         self.forks = []
         self.b = None
-        self.__dict__.pop("a", None)
+        try:
+            del self.a
+        except AttributeError:  # released already
+            pass
 
 
 def _fire_later(b2bua: "B2BUA", call_id: int, func: Callable[..., None], args: tuple[Any, ...]) -> None:
