@@ -210,7 +210,10 @@ class Engine:
         for sock in readable:
             room = min(_READ_BURST, _MAX_PENDING - len(datagrams))
             if room > 0:
-                udp.read(sock, room, len(datagrams) + io.queued, datagrams)
+                try:
+                    udp.read(sock, room, len(datagrams) + io.queued, datagrams)
+                except Exception:
+                    log.exception("engine failed reading UDP")
         items = io.take(_BATCH)
         stop = False
         try:
