@@ -215,7 +215,7 @@ class Engine:
                 except Exception:
                     log.exception("engine failed reading UDP")
         items = io.take(_BATCH)
-        stop = False
+        stop = any(item is _STOP for item in items)  # even if the store fails below
         try:
             with self.store.batch():
                 handle = self._datagram
@@ -228,7 +228,6 @@ class Engine:
                         log.exception("engine failed on a datagram from %s:%d", *peer)
                 for item in items:
                     if item is _STOP:
-                        stop = True
                         continue
                     try:
                         self._dispatch(item)
