@@ -477,6 +477,42 @@ def test_udp_flood_does_not_starve_a_registered_phone(pki: PKI, pbx_factory: Any
         phone.close()
 
 
+def test_udp_flood_does_not_starve_a_tls_phone(pki: PKI, pbx_factory: Any) -> None:
+    """The engine reads UDP itself and takes stream messages from a queue: each turn handles
+    some of both, so a TLS phone is answered while 40 addresses flood UDP (as above, paced to
+    30,000 datagrams/s: shed as overload, the backlog stays at the shedding mark)."""
+    pbx = start_pbx(pki, pbx_factory)
+    phone = TLSPhone(("127.0.0.1", pbx.tls), pki.ca, "1001", PASSWORD)
+    try:
+        assert phone.register().status == 200
+        sent: list[int] = []
+        flood = threading.Thread(target=_flood, daemon=True,
+                                 args=(("127.0.0.1", pbx.udp), [f"127.0.1.{i + 1}" for i in range(40)], 4.0, sent,
+                                       30000.0))
+        flood.start()
+        latencies: list[float] = []
+        deadline = time.monotonic() + 4.0
+        while time.monotonic() < deadline:
+            call_id = secrets.token_hex(6)
+            started = time.monotonic()
+            phone.sock.sendall(options(("127.0.0.1", pbx.tls), phone.local, call_id)
+                               .replace(b"SIP/2.0/UDP", b"SIP/2.0/TLS"))
+            reply = phone.receive(8)  # TCP does not retransmit: one answer or none
+            assert isinstance(reply, Response) and reply.status == 200 and reply.call_id == call_id
+            latencies.append(time.monotonic() - started)
+            time.sleep(0.25)
+        flood.join(20)
+        assert not flood.is_alive()
+        print(f"UDP flood {sent[0] / 4:.0f}/s; TLS phone OPTIONS answered {len(latencies)}, median "
+              f"{statistics.median(latencies) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms")
+        assert len(latencies) >= 5
+        assert statistics.median(latencies) < 1.5, latencies
+        assert re.search(r"engine backlog \d+: dropped \d+ message\(s\) from unknown sources", pbx.output())
+        assert "Traceback" not in pbx.output()
+    finally:
+        phone.close()
+
+
 # --- silent TLS + slowloris API ---------------------------------------------------------------------
 
 

@@ -1,9 +1,10 @@
-"""The protocol thread: drains the inbound queue and drives SIP.
+"""The protocol thread: reads the UDP sockets, drains posted work and drives SIP.
 
-Transport threads (UDP receivers, stream I/O threads) put work on one queue;
-this thread alone parses datagrams, runs the transaction layer, the registrar
-and the B2BUA, sends what they produce and fires timers. Protocol state is
-touched by one thread only, so none of it needs a lock.
+This thread reads the UDP sockets itself and stream I/O threads (TCP, TLS)
+post their messages to it (:class:`warden.transport.engine_io.EngineIO`); it
+alone parses datagrams, runs the transaction layer, the registrar and the
+B2BUA, sends what they produce and fires timers. Protocol state is touched by
+one thread only, so none of it needs a lock.
 
 Strategy for bad input: a datagram that does not parse is answered with a
 best-effort 400 when it carries enough headers to address one, otherwise it
@@ -13,11 +14,11 @@ any handler is logged with the message's Call-ID and never stops the loop.
 
 from __future__ import annotations
 
+import collections
 import gc
 import heapq
 import itertools
 import logging
-import queue
 import secrets
 import socket
 import threading
@@ -48,6 +49,7 @@ from .sip.transaction import (
 )
 from .sip.uri import SipURI, parse_uri
 from .store import Binding, Store
+from .transport.engine_io import EngineIO
 from .transport.sip_stream import FlowTable
 from .transport.stream import Connection
 
@@ -57,7 +59,15 @@ log = logging.getLogger("warden.engine")
 
 _STOP = object()
 _BATCH = 64
-"""Most queued items handled per loop turn (one store commit, one flush)."""
+"""Most datagrams, and most posted items, handled per loop turn (one store commit, one flush)."""
+_READ_BURST = 2048
+"""Most datagrams read per UDP socket per turn. Far more than a turn handles: reading
+and admitting costs ~1.5 us a datagram, handling one ~100 times that, so under a flood
+the engine keeps the socket drained, the shield sees the backlog grow and sheds unknown
+sources, instead of the kernel's buffer overflowing and dropping datagrams blindly (a
+registered phone's among them). The bound keeps a turn's reading to a few ms."""
+_MAX_PENDING = 4096
+"""Admitted datagrams held at most; beyond, the sockets are not read (the kernel buffers)."""
 
 
 def tune_gc() -> None:
@@ -106,7 +116,10 @@ class Engine:
         self.realm = realm
         self.limits = limits
         self.advertised_address = advertised_address
-        self.inbound: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.io = EngineIO()
+        """Posted work (stream messages, control calls) and the selector over the UDP sockets."""
+        self._datagrams: collections.deque[tuple[bytes, tuple[str, int], tuple[str, int]]] = collections.deque()
+        """Datagrams read and admitted, not handled yet."""
         self.flows = FlowTable()
         self.txl = TransactionLayer()
         nonces = NonceManager(secrets.token_bytes(32))
@@ -117,7 +130,7 @@ class Engine:
                            media_timeout=media_timeout)
         self.counters = Counters()
         self.udp: Any = None
-        """The UDPServer (set by the service) used to send datagrams."""
+        """The UDPServer (set by the service before :meth:`start`): read and written by the engine thread."""
         self.listen_ports: dict[str, int] = {}
         """Our listening port per transport, for Via and Contact."""
         self.shield: Any = None
@@ -131,26 +144,24 @@ class Engine:
     # -- life cycle -------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.udp is not None and hasattr(self.udp, "sockets"):
+            self.io.watch(self.udp)
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self.inbound.put(_STOP)
+        """Finish what is posted, then stop; the UDP sockets stay open (the service closes them)."""
+        self.io.post(_STOP)
         if self._thread is not None:
             self._thread.join(5)
 
     def submit(self, fn: Callable[[], Any], timeout: float = 5.0) -> Any:
         """Run ``fn`` on the engine thread and return its result (for the control channel)."""
         future: Future[Any] = Future()
-        self.inbound.put(("call", fn, future))
+        self.io.post(("call", fn, future))
         return future.result(timeout)
 
-    # -- inputs from transport threads (any thread) ------------------------------------------
-
-    def datagram(self, data: bytes, peer: tuple[str, int], local: tuple[str, int], received_at: float) -> None:
-        if self.shield is not None and self.shield.admit(peer[0], self.inbound.qsize()) is not None:
-            return  # banned, over its rate, or shed under load: no engine work at all
-        self.inbound.put(("dgram", data, peer, local))
+    # -- inputs from stream threads (any thread) ---------------------------------------------------
 
     def stream_message(self, conn: Connection, message: Request | Response, received_at: float) -> None:
         if self.shield is not None:  # not shed under load: a flow is not spoofed, and TCP does not retransmit
@@ -159,68 +170,91 @@ class Engine:
                 if verdict == "banned":
                     conn.close("source banned")
                 return
-        self.inbound.put(("msg", message, conn))
+        self.io.post(("msg", message, conn))
 
     def stream_invalid(self, conn: Connection, data: bytes, error: SIPParseError) -> None:
-        self.inbound.put(("bad", data, conn, error))
+        self.io.post(("bad", data, conn, error))
 
     def stream_closed(self, conn: Connection, reason: str) -> None:
-        self.inbound.put(("closed", conn, reason))
+        self.io.post(("closed", conn, reason))
 
     # -- the loop -----------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        get, get_nowait = self.inbound.get, self.inbound.get_nowait
-        item: Any = None
-        while True:
-            if item is None:
-                try:
-                    item = get(timeout=self._next_timeout())
-                except queue.Empty:
-                    item = None
-            # Strategy: one turn handles what is queued (up to _BATCH items) in one
-            # store transaction, committed before anything is sent, so a response
-            # never announces a write that could still be lost. An item left over
-            # when the batch is full starts the next turn, keeping queue order.
-            try:
-                with self.store.batch():
-                    for _ in range(_BATCH):
-                        if item is None or item is _STOP:
-                            break
-                        try:
-                            self._dispatch(item)
-                        except Exception:
-                            log.exception("engine failed on %s", item[0])
-                        try:
-                            item = get_nowait()
-                        except queue.Empty:
-                            item = None
-                    self._fire_timers()
-            except Exception:
-                log.exception("engine failed on timers or the store commit")
-            try:
-                self._flush()
-            except Exception:
-                log.exception("engine failed on output")
-            if item is _STOP:
-                return
+        try:
+            while self._turn():
+                pass
+        finally:
+            self.io.close()
 
-    def _next_timeout(self) -> float | None:
+    def _turn(self) -> bool:
+        """One loop turn; False once stopped.
+
+        Strategy: wait (only when nothing is left over) for a readable socket, a posted
+        item or the next timer; read each readable socket up to _READ_BURST datagrams,
+        admitting each through the shield with the engine's backlog as its load signal;
+        then handle up to _BATCH datagrams and up to _BATCH posted items, so neither a UDP
+        flood nor a stream flood starves the other. A turn's work runs in one store
+        transaction, committed before anything is sent, so a response never announces a
+        write that could still be lost; then the output is flushed.
+        """
+        io, datagrams = self.io, self._datagrams
+        busy = bool(datagrams) or io.queued > 0
+        try:
+            readable = io.wait(0.0 if busy else self._next_timeout())
+        except Exception:
+            log.exception("engine failed waiting for input")
+            time.sleep(0.01)
+            readable = []
+        udp = self.udp
+        for sock in readable:
+            room = min(_READ_BURST, _MAX_PENDING - len(datagrams))
+            if room > 0:
+                try:
+                    udp.read(sock, room, len(datagrams) + io.queued, datagrams)
+                except Exception:
+                    log.exception("engine failed reading UDP")
+        items = io.take(_BATCH)
+        stop = any(item is _STOP for item in items)  # even if the store fails below
+        try:
+            with self.store.batch():
+                handle = self._datagram
+                popleft = datagrams.popleft
+                for _ in range(min(_BATCH, len(datagrams))):
+                    data, peer, local = popleft()
+                    try:
+                        handle(data, peer, local)
+                    except Exception:
+                        log.exception("engine failed on a datagram from %s:%d", *peer)
+                for item in items:
+                    if item is _STOP:
+                        continue
+                    try:
+                        self._dispatch(item)
+                    except Exception:
+                        log.exception("engine failed on %s", item[0])
+                self._fire_timers()
+        except Exception:
+            log.exception("engine failed on timers or the store commit")
+        try:
+            self._flush()
+        except Exception:
+            log.exception("engine failed on output")
+        return not stop
+
+    def _next_timeout(self) -> float:
         now = time.monotonic()
-        deadlines = [self._next_sweep]
+        deadline = self._next_sweep
         t = self.txl.next_timer()
-        if t is not None:
-            deadlines.append(t)
-        if self._timers:
-            deadlines.append(self._timers[0][0])
-        return max(0.0, min(deadlines) - now)
+        if t is not None and t < deadline:
+            deadline = t
+        if self._timers and self._timers[0][0] < deadline:
+            deadline = self._timers[0][0]
+        return max(0.0, deadline - now)
 
     def _dispatch(self, item: tuple[Any, ...]) -> None:
         kind = item[0]
-        if kind == "dgram":
-            _, data, peer, local = item
-            self._datagram(data, peer, local)
-        elif kind == "msg":
+        if kind == "msg":
             _, message, conn = item
             source = Source(conn.transport, conn.peer[0], conn.peer[1], FlowTable.token(conn))
             self._message(message, source, conn.local, conn)

@@ -149,13 +149,14 @@ class Service:
             media=self.media, conference=self.conference, media_timeout=cfg.media.media_timeout,
         )
         engine.shield = self.shield
-        engine.start()
         listeners = lambda port: [Listener(host, port) for host in sip.listen]  # noqa: E731
         if sip.udp_port:
-            self.udp = UDPServer(listeners(sip.udp_port), engine.datagram)
+            # bound before the engine starts: the engine thread reads these sockets itself
+            self.udp = UDPServer(listeners(sip.udp_port), shield=self.shield)
             self.udp.start()
             engine.udp = self.udp
             engine.listen_ports["udp"] = self.udp.addresses[0][1]
+        engine.start()
         handler = SIPStreamHandler(engine, engine.flows, limits)
         if sip.tcp_port:
             self.tcp = StreamServer(listeners(sip.tcp_port), handler, name="tcp",
@@ -416,12 +417,13 @@ class Service:
             _stop_logged(lst.server, lst.name)
             lst.server = None
         self.sips = None
-        for name in ("tcp", "udp"):
-            _stop_logged(getattr(self, name), name)
-            setattr(self, name, None)
-        if self.engine is not None:
+        _stop_logged(self.tcp, "tcp")
+        self.tcp = None
+        if self.engine is not None:  # before the UDP sockets close: the engine thread reads them
             self.engine.stop()
             self.engine = None
+        _stop_logged(self.udp, "udp")
+        self.udp = None
         for name in ("conference", "media"):
             part = getattr(self, name)
             if part is not None:

@@ -239,7 +239,7 @@ def _frame_name(frame: str) -> str:
     return f"{func} ({where.rsplit(':', 1)[0].rsplit('/', 1)[-1]})"
 
 
-_PLUMBING = ("Thread._bootstrap", "Thread.run (", "Engine._run (", "_IOWorker.run (")
+_PLUMBING = ("Thread._bootstrap", "Thread.run (", "Engine._run (", "Engine._turn (", "_IOWorker.run (")
 
 
 def summarize_profile(path: Path, top: int = 12) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The thread-safe face of :class:`warden.core.abuse.AbuseGuard`.
 
-UDP receivers, stream acceptors and I/O threads, the engine and the control
-channel all consult one guard; this wrapper adds the lock, the clock and the
+The engine thread (for each UDP datagram it reads and for authentication
+results), stream acceptors and I/O threads and the control channel all
+consult one guard; this wrapper adds the lock, the clock and the
 logging of the guard's events, so the hooks in the transports and the engine
 stay one line each.
 """
