@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from warden.errors import SIPParseError
 
-from .uri import Params, _format_host, _parse_header_params, _parse_hostport, _parse_uint
+from .uri import _NO_PARAMS, Params, _format_host, _parse_header_params, _parse_hostport, _parse_uint
 
 __all__ = [
     "COMPACT_FORMS",
@@ -457,18 +457,41 @@ class Via:
 
 
 def parse_via(text: str) -> Via:
-    """Parse one Via value (already split from its list). Raises :class:`SIPParseError` (400)."""
-    m = _VIA_RE.fullmatch(text.strip(" \t"))
+    """Parse one Via value (already split from its list). Raises :class:`SIPParseError` (400).
+
+    Every request has a new branch, so whole values are not memoised (that
+    would keep thousands of Vias alive), but the part before the parameters
+    (protocol and sent-by, the same in all of a peer's requests) is.
+    """
+    head, semi, params = text.strip(" \t").partition(";")
+    base = _VIA_BASES.get(head)
+    if base is None:
+        base = _parse_via_base(head, text)
+    via = Via(base[0], base[1], base[2], _parse_header_params(semi + params) if semi else _NO_PARAMS)
+    if semi:
+        rport = via.params.get("rport")
+        if rport is not None:
+            _parse_uint(rport, "Via rport", 65535)
+        if via.branch == "" or via.received == "":
+            raise SIPParseError(f"empty branch or received in Via: {text[:120]!r}", 400)
+    return via
+
+
+_VIA_BASES: dict[str, tuple[str, str, int | None]] = {}
+"""Via text before the first ``;`` -> ``(transport, host, port)``, bounded."""
+
+
+def _parse_via_base(head: str, text: str) -> tuple[str, str, int | None]:
+    """Transport and sent-by of ``head``, the part of Via ``text`` before its
+    parameters (the regex splits there too: sent-by holds no ``;``)."""
+    m = _VIA_RE.fullmatch(head)
     if m is None:
         raise SIPParseError(f"malformed Via: {text[:120]!r}", 400)
-    protocol, version, transport, sent_by, params = m.groups()
+    protocol, version, transport, sent_by, _ = m.groups()
     if protocol.upper() != "SIP" or version != "2.0":
         raise SIPParseError(f"Via protocol must be SIP/2.0: {text[:120]!r}", 400)
     host, port = _parse_hostport(_COLON_RE.sub(":", sent_by.strip(" \t")), text)
-    via = Via(transport.upper(), host, port, _parse_header_params(params))
-    rport = via.params.get("rport")
-    if rport is not None:
-        _parse_uint(rport, "Via rport", 65535)
-    if via.branch == "" or via.received == "":
-        raise SIPParseError(f"empty branch or received in Via: {text[:120]!r}", 400)
-    return via
+    base = (transport.upper(), host, port)
+    if len(_VIA_BASES) < 1024:
+        _VIA_BASES[head] = base
+    return base

@@ -155,9 +155,18 @@ _REQUEST_LINE_RE = re.compile(r"([!-~]+) +([!-~]+) +([!-~]+)")
 _RESPONSE_LINE_RE = re.compile(r"([Ss][Ii][Pp]/[!-~]+) +([0-9]{3})(?: (.*))?", re.S)
 _VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.I)
 _CSEQ_RE = re.compile(r"[ \t]*([0-9]+)[ \t]+([A-Za-z0-9.!%*_+`'~-]+)[ \t]*")
-_SINGLETONS = ("To", "From", "Call-ID", "CSeq", "Max-Forwards")
-_FIELD_LINE_RE = re.compile(r"^([A-Za-z0-9.!%*_+`'~-]+)[ \t]*:(.*)$", re.M)
-"""One well-formed, unfolded header line (used for the fast path of :func:`_parse_head`)."""
+_METHODS = frozenset(
+    ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY",
+     "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE")
+)
+"""Methods that are tokens, without asking the regex."""
+_SINGLETON_KEYS = (("To", "to"), ("From", "from"), ("Call-ID", "call-id"), ("CSeq", "cseq"),
+                   ("Max-Forwards", "max-forwards"))
+_CTL_BYTES = bytes([*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F])
+"""Control characters but HT, CR and LF included (what the fast path of
+:func:`_parse_head` counts: CR and LF only in its CRLF line ends)."""
+_FIELD_NAMES: dict[str, tuple[str, str]] = {}
+"""Text before a header line's colon, known to be a valid name -> ``(key, name)``."""
 
 
 def _header_error(name: str, exc: SIPParseError) -> SIPParseError:
@@ -330,6 +339,25 @@ class Response(_MessageMixin):
         return self._serialise(f"SIP/2.0 {self.status} {self.reason}")
 
 
+def _head_end(data: bytes, start: int) -> tuple[int, int] | None:
+    """Where the header section ends and the body begins: the first blank line
+    (``\r?\n\r?\n``, as ``_HEAD_END_RE`` finds it), or ``None``.
+
+    Two ``bytes.find`` instead of the regex, which tries a match at every
+    byte: the first ``\n`` followed by ``\r?\n`` is the blank line, which
+    starts one earlier when that ``\n`` ends a CRLF.
+    """
+    lf = data.find(b"\n\r\n", start)
+    bare = data.find(b"\n\n", start, len(data) if lf < 0 else lf + 1)
+    if bare >= 0:
+        lf, after = bare, bare + 2
+    elif lf >= 0:
+        after = lf + 3
+    else:
+        return None
+    return (lf - 1 if lf > start and data[lf - 1] == 0x0D else lf), after
+
+
 def _skip_crlf(data: bytes) -> int:
     """Where the start line begins: RFC 3261 §7.5 says to ignore CRLFs before it."""
     pos = 0
@@ -344,21 +372,44 @@ def _parse_head(head: bytes, limits: ParserLimits) -> tuple[str, Headers]:
     Folded continuation lines are joined with one space (RFC 3261 §7.3.1).
     """
     text = head.decode("utf-8", "surrogateescape")
+    # Fast path: CRLF line ends only, no other control character, no folding,
+    # every line a well-formed field, the whole head within one line's limit.
+    # One ``translate`` finds stray CR, LF and control characters (UTF-8 and
+    # surrogate-escaped bytes are never below 0x80), and the fields and their
+    # index are built in one loop; header names already seen valid skip the
+    # token check. Anything else takes the line-by-line path below, which
+    # finds the exact error.
+    lines = text.split("\r\n")
+    if (
+        len(text) <= limits.max_line_length
+        and len(lines) <= limits.max_headers + 1
+        and len(head) - len(head.translate(None, _CTL_BYTES)) == 2 * len(lines) - 2
+    ):
+        fields: list[tuple[str, str, str]] = []
+        index: dict[str, list[str]] = {}
+        names = _FIELD_NAMES
+        for i in range(1, len(lines)):
+            line = lines[i]
+            raw, colon, value = line.partition(":")
+            known = names.get(raw)
+            if known is None:
+                known = _field_name(raw) if colon else None
+                if known is None:
+                    break
+            key = known[0]
+            value = value.strip(" \t")
+            fields.append((key, known[1], value))
+            values = index.get(key)
+            if values is None:
+                index[key] = [value]
+            else:
+                values.append(value)
+        else:
+            headers = Headers._trusted(fields)
+            headers._index = index
+            return lines[0], headers
     if _CTL_CHAR_RE.search(text) or text.count("\r") != text.count("\r\n"):  # not one test per line
         raise SIPParseError("control character in header section", 400)
-    # Fast path: a head shorter than one line's limit, without folding, where
-    # every line is a well-formed field. Anything else takes the line-by-line
-    # path below, which finds the exact error.
-    if len(text) <= limits.max_line_length and "\n " not in text and "\n\t" not in text:
-        start_line, _, rest = text.partition("\n")
-        matches = _FIELD_LINE_RE.findall(rest) if rest else []
-        if len(matches) == rest.count("\n") + 1 if rest else not matches:
-            if len(matches) <= limits.max_headers:
-                keys = _KEYS
-                return start_line.rstrip("\r"), Headers._trusted(
-                    [(keys.get(name) or header_key(name), name, value.strip(" \t\r"))
-                     for name, value in matches]
-                )
     lines = _LINE_SPLIT_RE.split(text)
     start_line = lines[0]
     if len(start_line) > limits.max_line_length:
@@ -392,10 +443,31 @@ def _parse_head(head: bytes, limits: ParserLimits) -> tuple[str, Headers]:
     return start_line, Headers._trusted(fields)
 
 
+def _field_name(raw: str) -> tuple[str, str] | None:
+    """``(key, name)`` of the text before a header line's colon, if it is a
+    token and optional blanks; remembered (boundedly) for the next message."""
+    name = raw.rstrip(" \t")
+    if not _TOKEN_RE.fullmatch(name):
+        return None
+    known = (header_key(name), name)
+    if len(_FIELD_NAMES) < 4096:  # names come from peers: keep the memo bounded
+        _FIELD_NAMES[raw] = known
+    return known
+
+
 def _content_length(headers: Headers, limits: ParserLimits) -> int | None:
     """The validated Content-Length, or ``None`` if there is none."""
+    values = (headers._index or headers._build_index()).get("content-length")
+    if values is None:
+        return None
+    if len(values) == 1:  # fast path: one plain number (leading zeros and all else below)
+        value = values[0]
+        if len(value) <= 12 and value.isdigit() and value.isascii():
+            length = int(value)
+            if length <= limits.max_message_size:
+                return length
     lengths: set[int] = set()
-    for value in headers.get_fields("Content-Length"):
+    for value in values:
         value = value.strip(" \t")
         if value.startswith("-") and value[1:].isdigit():
             raise SIPParseError(f"negative Content-Length {value[:20]!r}", 400)
@@ -414,6 +486,8 @@ def _content_length(headers: Headers, limits: ParserLimits) -> int | None:
 
 
 def _check_version(version: str) -> None:
+    if version == "SIP/2.0":
+        return
     if not _VERSION_RE.fullmatch(version):
         raise SIPParseError(f"malformed SIP version {version[:20]!r}", 400)
     if version.upper() != "SIP/2.0":
@@ -434,7 +508,7 @@ def _start(start_line: str, headers: Headers, body: bytes) -> Request | Response
     if m is None:
         raise SIPParseError(f"malformed request line {start_line[:80]!r}", 400)
     method, uri_text, version = m.groups()
-    if not _TOKEN_RE.fullmatch(method):
+    if method not in _METHODS and not _TOKEN_RE.fullmatch(method):
         raise SIPParseError(f"invalid method {method[:40]!r}", 400)
     _check_version(version)
     try:
@@ -445,21 +519,46 @@ def _start(start_line: str, headers: Headers, body: bytes) -> Request | Response
 
 
 def _validate(msg: Request | Response) -> None:
-    """RFC 3261 §8.1.1: the headers every request (and so every response) carries."""
+    """RFC 3261 §8.1.1: the headers every request (and so every response) carries.
+
+    Parses Via, From, To, Call-ID, Max-Forwards and CSeq once, as their
+    accessors would, and leaves the results in the memo for them.
+    """
     headers = msg.headers
-    for name in _SINGLETONS:
-        count = len(headers.get_fields(name))
-        if count > 1:
-            raise SIPParseError(f"{count} {name} headers, expected one", 400)
-        if count == 0 and name != "Max-Forwards":
-            raise SIPParseError(f"missing {name} header", 400)
-    if not headers.get_all("Via"):
+    index = headers._index or headers._build_index()
+    for name, key in _SINGLETON_KEYS:
+        values = index.get(key)
+        count = 0 if values is None else len(values)
+        if count != 1:
+            if count > 1:
+                raise SIPParseError(f"{count} {name} headers, expected one", 400)
+            if key != "max-forwards":
+                raise SIPParseError(f"missing {name} header", 400)
+    vias = index.get("via")
+    if vias is None:
         raise SIPParseError("missing Via header", 400)
-    _ = (msg.vias, msg.from_, msg.to, msg.call_id, msg.max_forwards)  # each accessor validates
-    _, method = msg.cseq
-    if isinstance(msg, Request) and method != msg.method:
+    memo = headers._memo
+    if len(vias) == 1 and "," not in vias[0]:  # one Via in one field: no list to split
+        if not vias[0]:
+            raise SIPParseError("missing Via header", 400)
+        try:
+            memo["via"] = (parse_via(vias[0]),)
+        except SIPParseError as exc:
+            raise _header_error("Via", exc) from None
+    else:
+        if not headers.get_all("Via"):
+            raise SIPParseError("missing Via header", 400)
+        memo["via"] = msg._vias()
+    memo["from"] = msg._from()
+    memo["to"] = msg._to()
+    memo["call-id"] = msg._call_id()
+    max_forwards = index.get("max-forwards")
+    if max_forwards is not None:
+        _parse_uint(max_forwards[0], "Max-Forwards", 255)
+    cseq = memo["cseq"] = msg._cseq()
+    if isinstance(msg, Request) and cseq[1] != msg.method:
         raise SIPParseError(
-            f"CSeq method {method!r} does not match request method {msg.method!r}", 400
+            f"CSeq method {cseq[1]!r} does not match request method {msg.method!r}", 400
         )
 
 
@@ -474,14 +573,14 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
         raise SIPParseError(
             f"message is {len(data)} bytes, over the {limits.max_message_size}-byte limit", 513
         )
-    start = _skip_crlf(data)
-    end = _HEAD_END_RE.search(data, start)
+    start = _skip_crlf(data) if data[:1] in (b"\r", b"\n") else 0
+    end = _head_end(data, start)
     if end is None:
         if start == len(data):
             raise SIPParseError("empty message", 400)
         raise SIPParseError("truncated message: no blank line ends the header section", 400)
-    start_line, headers = _parse_head(data[start : end.start()], limits)
-    body = data[end.end() :]
+    start_line, headers = _parse_head(data[start : end[0]], limits)
+    body = data[end[1] :]
     length = _content_length(headers, limits)
     if length is not None:
         if len(body) < length:

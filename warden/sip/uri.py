@@ -50,6 +50,10 @@ def _bad(what: str, text: str) -> SIPParseError:
 
 def _parse_uint(text: str, what: str, maximum: int) -> int:
     """ASCII digits only: ``int()`` would also take ``'1_0'``, ``'٣'`` and 5000-digit numbers."""
+    if len(text) <= 10 and text.isdigit() and text.isascii():  # fast path: plain digits
+        value = int(text)
+        if value <= maximum:
+            return value
     text = text.strip()
     digits = text.lstrip("0") or "0"
     if not _DIGITS_RE.fullmatch(text) or len(digits) > len(str(maximum)) or int(digits) > maximum:
@@ -82,8 +86,8 @@ class Params(_ParamsBase):
     ) -> None:
         pairs = items.items() if isinstance(items, Mapping) else items
         out = tuple(pairs)
-        keys = tuple(name.lower() for name, _ in out)
-        if len(set(keys)) != len(keys):
+        keys = tuple([name.lower() for name, _ in out])
+        if len(keys) > 1 and len(set(keys)) != len(keys):
             seen: set[str] = set()
             for (name, _), key in zip(out, keys):
                 if key in seen:
@@ -157,12 +161,22 @@ class Params(_ParamsBase):
         return Params((n, v) for n, v in self._items if n.lower() != key)
 
 
+_NO_PARAMS = Params()
+"""The empty parameters (immutable, so shared)."""
+
+
 def _format_host(host: str) -> str:
     """IPv6 addresses are stored bare and bracketed on output (RFC 3261 §19.1.1)."""
     return f"[{host}]" if ":" in host else host
 
 
+_HOSTS: set[str] = set()
+"""Hosts already found valid (peers repeat theirs in every message); bounded."""
+
+
 def _parse_host(host: str, text: str) -> str:
+    if host in _HOSTS:
+        return host
     if host.startswith("["):
         if not host.endswith("]"):
             raise _bad("unterminated IPv6 reference", text)
@@ -175,9 +189,10 @@ def _parse_host(host: str, text: str) -> str:
     if _IPV4ISH_RE.fullmatch(host):
         if not _IPV4_RE.fullmatch(host):
             raise _bad("invalid IPv4 address", text)
-        return host
-    if not _HOSTNAME_RE.fullmatch(host):
+    elif not _HOSTNAME_RE.fullmatch(host):
         raise _bad("invalid host", text)
+    if len(_HOSTS) < 4096:
+        _HOSTS.add(host)
     return host
 
 
@@ -387,18 +402,23 @@ def _parse_header_params(text: str) -> Params:
     """
     text = text.strip(" \t")
     if not text:
-        return Params()
+        return _NO_PARAMS
     if not text.startswith(";"):
         raise _bad("expected ';' before header parameters", text)
     items: list[tuple[str, str | None]] = []
     if _PLAIN_PARAMS_RE.fullmatch(text):
+        keys: list[str] = []
         for piece in text[1:].split(";"):
             name, eq, value = piece.partition("=")
-            items.append((name.strip(" \t"), value.strip(" \t") if eq else None))
-        try:
-            return Params(items)
-        except ValueError as exc:
-            raise _bad(str(exc), text) from None
+            name = name.strip(" \t")
+            items.append((name, value.strip(" \t") if eq else None))
+            keys.append(name.lower())
+        if len(keys) > 1 and len(set(keys)) != len(keys):
+            try:
+                Params(items)
+            except ValueError as exc:
+                raise _bad(str(exc), text) from None
+        return Params._checked(tuple(items), tuple(keys))
     for piece in _split_semicolons(text)[1:]:
         name, eq, value = piece.partition("=")
         name, value = name.strip(" \t"), value.strip(" \t")
