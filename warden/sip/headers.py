@@ -159,6 +159,8 @@ _BAD_VALUE_RE = re.compile(r"[\x00\r\n]")
 
 
 _KEYS: dict[str, str] = {}
+_VALID_NAMES: set[str] = set()
+"""Header names :meth:`Headers.add` found to be tokens (bounded)."""
 
 
 def header_key(name: str) -> str:
@@ -264,9 +266,12 @@ class Headers:
 
     @staticmethod
     def _check(name: str, value: str) -> None:
-        if not _TOKEN_RE.fullmatch(name):
-            raise ValueError(f"invalid header name {name!r}")
-        if _BAD_VALUE_RE.search(value):
+        if name not in _VALID_NAMES:
+            if not _TOKEN_RE.fullmatch(name):
+                raise ValueError(f"invalid header name {name!r}")
+            if len(_VALID_NAMES) < 4096:
+                _VALID_NAMES.add(name)
+        if "\r" in value or "\n" in value or "\x00" in value:
             raise ValueError(f"header {name} value contains CR, LF or NUL")
 
     def add(self, name: str, value: str, *, first: bool = False) -> None:
@@ -279,9 +284,11 @@ class Headers:
             self._fields.insert(at, entry)
         else:
             self._fields.append(entry)
-        self._memo.pop(key, None)
+        if self._memo:
+            self._memo.pop(key, None)
         self._index = None
-        self._lists = {}
+        if self._lists:
+            self._lists = {}
 
     def set(self, name: str, value: str) -> None:
         """Replace every field named ``name`` with one, where the first one was."""

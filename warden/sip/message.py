@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from types import MappingProxyType
 
 from warden.errors import SIPParseError
@@ -196,7 +197,7 @@ class _MessageMixin:
 
     def _call_id(self) -> str:
         value = self._required("Call-ID").strip(" \t")
-        if not value or any(ch in value for ch in " \t"):
+        if not value or " " in value or "\t" in value:
             raise SIPParseError(f"invalid Call-ID {value[:80]!r}", 400)
         return value
 
@@ -207,6 +208,9 @@ class _MessageMixin:
 
     def _cseq(self) -> tuple[int, str]:
         value = self._required("CSeq")
+        number, _, method = value.partition(" ")
+        if method in _METHODS and len(number) <= 10 and number.isdigit() and number.isascii():
+            return _parse_uint(number, "CSeq number", 2**32 - 1), method  # the common form
         m = _CSEQ_RE.fullmatch(value)
         if m is None:
             raise SIPParseError(f"malformed CSeq {value[:80]!r}", 400)
@@ -246,9 +250,23 @@ class _MessageMixin:
     def replace_top_via(self, via: Via) -> None:
         """Put ``via`` in place of the top Via (e.g. with received/rport added),
         keeping the parsed Vias so the change costs no re-parse."""
-        rest = self.headers.memo("via", self._vias)[1:]
-        self.headers.set("Via", ", ".join([str(via), *self.headers.get_all("Via")[1:]]))
-        self.headers._memo["via"] = (via, *rest)
+        headers = self.headers
+        rest = headers.memo("via", self._vias)[1:]
+        index = headers._index or headers._build_index()
+        values = index.get("via")
+        if values is not None and len(values) == 1 and "," not in values[0]:
+            # one Via field holding one Via (the rule): swap it in place and
+            # keep the index, as set() would do with a rebuild
+            text = str(via)
+            Headers._check("Via", text)
+            fields = headers._fields
+            at = next(i for i, f in enumerate(fields) if f[0] == "via")
+            fields[at] = ("via", "Via", text)
+            index["via"] = [text]
+            headers._lists.pop("via", None)
+        else:
+            headers.set("Via", ", ".join([str(via), *headers.get_all("Via")[1:]]))
+        headers._memo["via"] = (via, *rest)
 
     @property
     def via(self) -> Via:
@@ -602,6 +620,13 @@ def _from_head(start_line: str, headers: Headers, body: bytes) -> Request | Resp
 _COPIED = ("via", "from", "call-id", "cseq")
 
 
+@lru_cache(maxsize=1024)
+def _name_addr_text(text: str) -> str:
+    """``str(parse_name_addr(text))``: the To a response to ``text``'s request
+    carries before its tag (a callee's To recurs in every call to it)."""
+    return str(parse_name_addr(text))
+
+
 def make_response(
     request: Request,
     status: int,
@@ -623,13 +648,21 @@ def make_response(
         raise ValueError(f"status {status} is outside 100-699")
     out = Headers()
     fields, memo = out._fields, out._memo  # values come from a parsed request: already checked
+    tagged = None
+    if to_tag is not None:
+        to = request.to
+        if to.tag is None:
+            if "tag" in to.params:  # a valueless ;tag gets its value in place
+                tagged = str(to.with_tag(to_tag))
+            else:  # with_tag appends ;tag=: the text is the same, without building it
+                tagged = _name_addr_text(request._required("To")) + ";tag=" + to_tag
     for entry in request.headers._fields:
         key = entry[0]
         if key in _COPIED or (key == "timestamp" and status == 100):
             fields.append(entry)
         elif key == "to":
-            if to_tag is not None and request.to.tag is None:
-                entry = (key, entry[1], str(request.to.with_tag(to_tag)))
+            if tagged is not None:
+                entry = (key, entry[1], tagged)
             fields.append(entry)
     for key in _COPIED:  # the parsed views stay valid for identical values
         if key in request.headers._memo:

@@ -104,8 +104,10 @@ class Params(_ParamsBase):
             raise KeyError(name) from None
 
     def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        key = name.lower()
         keys = self._keys
+        if name in keys:  # callers ask with lower-case names: no lower() for them
+            return self._items[keys.index(name)][1]
+        key = name.lower()
         return self._items[keys.index(key)][1] if key in keys else default
 
     def __contains__(self, name: object) -> bool:
@@ -526,8 +528,9 @@ def parse_name_addr(text: str) -> NameAddr:
         if lt < 0 or (0 <= quote < lt):
             end = _addr_spec_end(s)
             return NameAddr(parse_uri(s[:end]), None, _parse_header_params(s[end:]))
-        display = " ".join(s[:lt].split()) or None
-        s = s[lt:]
+        if lt:
+            display = " ".join(s[:lt].split()) or None
+            s = s[lt:]
     gt = s.find(">")
     if gt < 0:
         raise _bad("missing '>' after URI", text)
