@@ -174,6 +174,30 @@ def _header_error(name: str, exc: SIPParseError) -> SIPParseError:
     return SIPParseError(f"{name}: {exc}", exc.status)
 
 
+def _parse_call_id(value: str) -> str:
+    value = value.strip(" \t")
+    if not value or " " in value or "\t" in value:
+        raise SIPParseError(f"invalid Call-ID {value[:80]!r}", 400)
+    return value
+
+
+def _parse_cseq(value: str) -> tuple[int, str]:
+    number, _, method = value.partition(" ")
+    if method in _METHODS and len(number) <= 10 and number.isdigit() and number.isascii():
+        return _parse_uint(number, "CSeq number", 2**32 - 1), method  # the common form
+    m = _CSEQ_RE.fullmatch(value)
+    if m is None:
+        raise SIPParseError(f"malformed CSeq {value[:80]!r}", 400)
+    return _parse_uint(m.group(1), "CSeq number", 2**32 - 1), m.group(2)
+
+
+def _parse_address(name: str, value: str) -> NameAddr:
+    try:
+        return parse_name_addr(value)
+    except SIPParseError as exc:
+        raise _header_error(name, exc) from None
+
+
 class _MessageMixin:
     """Accessors shared by requests and responses.
 
@@ -196,10 +220,7 @@ class _MessageMixin:
         return self.headers.memo("call-id", self._call_id)
 
     def _call_id(self) -> str:
-        value = self._required("Call-ID").strip(" \t")
-        if not value or " " in value or "\t" in value:
-            raise SIPParseError(f"invalid Call-ID {value[:80]!r}", 400)
-        return value
+        return _parse_call_id(self._required("Call-ID"))
 
     @property
     def cseq(self) -> tuple[int, str]:
@@ -207,34 +228,21 @@ class _MessageMixin:
         return self.headers.memo("cseq", self._cseq)
 
     def _cseq(self) -> tuple[int, str]:
-        value = self._required("CSeq")
-        number, _, method = value.partition(" ")
-        if method in _METHODS and len(number) <= 10 and number.isdigit() and number.isascii():
-            return _parse_uint(number, "CSeq number", 2**32 - 1), method  # the common form
-        m = _CSEQ_RE.fullmatch(value)
-        if m is None:
-            raise SIPParseError(f"malformed CSeq {value[:80]!r}", 400)
-        return _parse_uint(m.group(1), "CSeq number", 2**32 - 1), m.group(2)
+        return _parse_cseq(self._required("CSeq"))
 
     @property
     def from_(self) -> NameAddr:
         return self.headers.memo("from", self._from)
 
     def _from(self) -> NameAddr:
-        try:
-            return parse_name_addr(self._required("From"))
-        except SIPParseError as exc:
-            raise _header_error("From", exc) from None
+        return _parse_address("From", self._required("From"))
 
     @property
     def to(self) -> NameAddr:
         return self.headers.memo("to", self._to)
 
     def _to(self) -> NameAddr:
-        try:
-            return parse_name_addr(self._required("To"))
-        except SIPParseError as exc:
-            raise _header_error("To", exc) from None
+        return _parse_address("To", self._required("To"))
 
     @property
     def vias(self) -> list[Via]:
@@ -567,13 +575,13 @@ def _validate(msg: Request | Response) -> None:
         if not headers.get_all("Via"):
             raise SIPParseError("missing Via header", 400)
         memo["via"] = msg._vias()
-    memo["from"] = msg._from()
-    memo["to"] = msg._to()
-    memo["call-id"] = msg._call_id()
+    memo["from"] = _parse_address("From", index["from"][0])
+    memo["to"] = _parse_address("To", index["to"][0])
+    memo["call-id"] = _parse_call_id(index["call-id"][0])
     max_forwards = index.get("max-forwards")
     if max_forwards is not None:
         _parse_uint(max_forwards[0], "Max-Forwards", 255)
-    cseq = memo["cseq"] = msg._cseq()
+    cseq = memo["cseq"] = _parse_cseq(index["cseq"][0])
     if isinstance(msg, Request) and cseq[1] != msg.method:
         raise SIPParseError(
             f"CSeq method {cseq[1]!r} does not match request method {msg.method!r}", 400

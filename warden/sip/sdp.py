@@ -65,7 +65,7 @@ def _addrtype(address: str) -> str:
 
 def _word(value: str) -> str:
     """Guard a value we put into a field: no spaces, line breaks or NUL."""
-    if not value or any(c in value for c in " \t\r\n\x00"):
+    if not value or " " in value or "\t" in value or "\r" in value or "\n" in value or "\x00" in value:
         raise ValueError(f"bad SDP field value {value!r}")
     return value
 
@@ -474,10 +474,6 @@ def _check_media(value: str) -> None:
         raise _bad(f"bad port count {_show(count)} in m= line")
 
 
-def _no_check(value: str) -> None:
-    return None
-
-
 # What parse_sdp validates up front, by line kind: what anchoring relies on.
 _CHECKS: dict[str, Callable[[str], object]] = {
     "m": _check_media, "c": Connection.parse, "o": Origin.parse,
@@ -496,32 +492,38 @@ def parse_sdp(data: bytes) -> SessionDescription:
         raise _bad("empty body")
     session: list[Line] = []
     media: list[MediaDescription] = []
+    counts = {"o": 0, "s": 0}
     for no, text in enumerate(raw, 1):
-        where = f"line {no}"
         if text.endswith("\r"):
             text = text[:-1]
         if "\r" in text or "\x00" in text:
-            raise _bad(f"{where}: stray CR or NUL")
+            raise _bad(f"line {no}: stray CR or NUL")
         if len(text) < 2 or text[1] != "=" or not "a" <= text[0] <= "z":
-            raise _bad(f"{where}: expected '<letter>=<value>', got {_show(text)}")
-        line = Line(text[0], text[2:])
-        if no == 1 and line != Line("v", "0"):
-            raise _bad(f"{where}: missing v=0 line (got {_show(text)})")
-        if line.kind == "v" and no != 1:
-            raise _bad(f"{where}: v= is only allowed as the first line")
-        if line.kind in "os" and media:
-            raise _bad(f"{where}: {line.kind}= inside a media section")
-        try:
-            _CHECKS.get(line.kind, _no_check)(line.value)
-        except SIPParseError as exc:
-            raise _bad(f"{where}: {str(exc).removeprefix('malformed SDP: ')}") from None
-        if line.kind == "m":
+            raise _bad(f"line {no}: expected '<letter>=<value>', got {_show(text)}")
+        kind, value = text[0], text[2:]
+        if no == 1:
+            if kind != "v" or value != "0":
+                raise _bad(f"line {no}: missing v=0 line (got {_show(text)})")
+        elif kind == "v":
+            raise _bad(f"line {no}: v= is only allowed as the first line")
+        if kind in counts:
+            if media:
+                raise _bad(f"line {no}: {kind}= inside a media section")
+            counts[kind] += 1
+        check = _CHECKS.get(kind)
+        if check is not None:
+            try:
+                check(value)
+            except SIPParseError as exc:
+                raise _bad(f"line {no}: {str(exc).removeprefix('malformed SDP: ')}") from None
+        line = Line(kind, value)
+        if kind == "m":
             media.append(MediaDescription([line]))
         else:
             (media[-1].lines if media else session).append(line)
     sdp = SessionDescription(session, media)
     for kind in "os":
-        if sum(ln.kind == kind for ln in session) != 1:
+        if counts[kind] != 1:
             raise _bad(f"expected exactly one {kind}= line")
     for i, m in enumerate(media, 1):
         if m.connection is None and sdp.connection is None and m.port != 0:

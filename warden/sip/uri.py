@@ -410,11 +410,17 @@ def _parse_header_params(text: str) -> Params:
     items: list[tuple[str, str | None]] = []
     if _PLAIN_PARAMS_RE.fullmatch(text):
         keys: list[str] = []
-        for piece in text[1:].split(";"):
-            name, eq, value = piece.partition("=")
-            name = name.strip(" \t")
-            items.append((name, value.strip(" \t") if eq else None))
-            keys.append(name.lower())
+        if " " in text or "\t" in text:
+            for piece in text[1:].split(";"):
+                name, eq, value = piece.partition("=")
+                name = name.strip(" \t")
+                items.append((name, value.strip(" \t") if eq else None))
+                keys.append(name.lower())
+        else:  # nothing to strip (the rule)
+            for piece in text[1:].split(";"):
+                name, eq, value = piece.partition("=")
+                items.append((name, value if eq else None))
+                keys.append(name.lower())
         if len(keys) > 1 and len(set(keys)) != len(keys):
             try:
                 Params(items)
