@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from warden.errors import SIPParseError
@@ -442,7 +442,10 @@ class SessionDescription(_Section):
         """Increase the ``o=`` session version (RFC 3264 §8); returns it."""
         o = self.origin
         version = o.version + 1
-        self.set_origin(replace(o, version=version))
+        # set_origin(replace(o, version=version)) without the copy and the
+        # checks: the other fields were split on blanks, so they are words
+        text = f"{o.username} {o.session_id} {version} {o.nettype} {o.addrtype} {o.address}"
+        self._replace(lambda ln: ln.kind == "o", Line("o", text), at_end=False)
         return version
 
     @property
@@ -474,9 +477,22 @@ def _check_media(value: str) -> None:
         raise _bad(f"bad port count {_show(count)} in m= line")
 
 
+def _check_connection(value: str) -> None:
+    """What :meth:`Connection.parse` checks, without building the object."""
+    if len(value.split()) != 3:
+        Connection.parse(value)  # raises
+
+
+def _check_origin(value: str) -> None:
+    """What :meth:`Origin.parse` checks, without building the object."""
+    f = value.split()
+    if len(f) != 6 or _num(f[2]) is None:
+        Origin.parse(value)  # raises
+
+
 # What parse_sdp validates up front, by line kind: what anchoring relies on.
 _CHECKS: dict[str, Callable[[str], object]] = {
-    "m": _check_media, "c": Connection.parse, "o": Origin.parse,
+    "m": _check_media, "c": _check_connection, "o": _check_origin,
 }
 
 
@@ -493,6 +509,8 @@ def parse_sdp(data: bytes) -> SessionDescription:
     session: list[Line] = []
     media: list[MediaDescription] = []
     counts = {"o": 0, "s": 0}
+    session_c = False  # does the session level have a c= line?
+    media_c: list[bool] = []
     for no, text in enumerate(raw, 1):
         if text.endswith("\r"):
             text = text[:-1]
@@ -519,13 +537,20 @@ def parse_sdp(data: bytes) -> SessionDescription:
         line = Line(kind, value)
         if kind == "m":
             media.append(MediaDescription([line]))
+            media_c.append(False)
+        elif media:
+            media[-1].lines.append(line)
+            if kind == "c":
+                media_c[-1] = True
         else:
-            (media[-1].lines if media else session).append(line)
+            session.append(line)
+            if kind == "c":
+                session_c = True
     sdp = SessionDescription(session, media)
     for kind in "os":
         if counts[kind] != 1:
             raise _bad(f"expected exactly one {kind}= line")
-    for i, m in enumerate(media, 1):
-        if m.connection is None and sdp.connection is None and m.port != 0:
+    for i, m in enumerate(media, 1):  # a c= line checked above is a connection
+        if not media_c[i - 1] and not session_c and m.port != 0:
             raise _bad(f"media section {i} ({m.media}) has no c= line and the session none")
     return sdp
