@@ -403,7 +403,7 @@ def _parse_head(head: bytes, limits: ParserLimits) -> tuple[str, Headers]:
     # One ``translate`` finds stray CR, LF and control characters (UTF-8 and
     # surrogate-escaped bytes are never below 0x80), and the fields and their
     # index are built in one loop; header names already seen valid skip the
-    # token check. Anything else takes the line-by-line path below, which
+    # token check. Anything else takes :func:`_parse_head_lines`, which
     # finds the exact error.
     lines = text.split("\r\n")
     if (
@@ -417,9 +417,11 @@ def _parse_head(head: bytes, limits: ParserLimits) -> tuple[str, Headers]:
         for i in range(1, len(lines)):
             line = lines[i]
             raw, colon, value = line.partition(":")
+            if not colon:
+                break
             known = names.get(raw)
             if known is None:
-                known = _field_name(raw) if colon else None
+                known = _field_name(raw)
                 if known is None:
                     break
             key = known[0]
@@ -434,6 +436,11 @@ def _parse_head(head: bytes, limits: ParserLimits) -> tuple[str, Headers]:
             headers = Headers._trusted(fields)
             headers._index = index
             return lines[0], headers
+    return _parse_head_lines(text, limits)
+
+
+def _parse_head_lines(text: str, limits: ParserLimits) -> tuple[str, Headers]:
+    """:func:`_parse_head` line by line: any line ends, folding, and the exact error."""
     if _CTL_CHAR_RE.search(text) or text.count("\r") != text.count("\r\n"):  # not one test per line
         raise SIPParseError("control character in header section", 400)
     lines = _LINE_SPLIT_RE.split(text)
