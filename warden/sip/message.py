@@ -217,7 +217,8 @@ class _MessageMixin:
 
     @property
     def call_id(self) -> str:
-        return self.headers.memo("call-id", self._call_id)
+        value = self.headers._memo.get("call-id")  # parsed by _validate: no call to memo()
+        return value if value is not None else self.headers.memo("call-id", self._call_id)  # type: ignore[return-value]
 
     def _call_id(self) -> str:
         return _parse_call_id(self._required("Call-ID"))
@@ -225,21 +226,24 @@ class _MessageMixin:
     @property
     def cseq(self) -> tuple[int, str]:
         """``(sequence number, method)``; the number is a 32-bit unsigned integer."""
-        return self.headers.memo("cseq", self._cseq)
+        value = self.headers._memo.get("cseq")  # parsed by _validate: no call to memo()
+        return value if value is not None else self.headers.memo("cseq", self._cseq)  # type: ignore[return-value]
 
     def _cseq(self) -> tuple[int, str]:
         return _parse_cseq(self._required("CSeq"))
 
     @property
     def from_(self) -> NameAddr:
-        return self.headers.memo("from", self._from)
+        value = self.headers._memo.get("from")  # parsed by _validate: no call to memo()
+        return value if value is not None else self.headers.memo("from", self._from)  # type: ignore[return-value]
 
     def _from(self) -> NameAddr:
         return _parse_address("From", self._required("From"))
 
     @property
     def to(self) -> NameAddr:
-        return self.headers.memo("to", self._to)
+        value = self.headers._memo.get("to")  # parsed by _validate: no call to memo()
+        return value if value is not None else self.headers.memo("to", self._to)  # type: ignore[return-value]
 
     def _to(self) -> NameAddr:
         return _parse_address("To", self._required("To"))
@@ -280,7 +284,10 @@ class _MessageMixin:
     def via(self) -> Via:
         """The top Via, which identifies the transaction (RFC 3261 §17.2.3)."""
         try:
-            return self.headers.memo("via", self._vias)[0]
+            vias = self.headers._memo.get("via")
+            if vias is None:
+                vias = self.headers.memo("via", self._vias)
+            return vias[0]  # type: ignore[no-any-return, index]
         except IndexError:
             raise SIPParseError("missing Via header", 400) from None
         except SIPParseError as exc:
