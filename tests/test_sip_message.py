@@ -737,3 +737,137 @@ def test_replace_top_via_keeps_parsed_vias_consistent() -> None:
     reparsed = parse_message(bytes(msg))
     assert reparsed.vias == msg.vias
     assert reparsed.via.received == "192.0.2.7" and reparsed.via.rport == 4321
+
+
+# Fast paths against the full paths they shortcut --------------------------------
+# (warden.sip.message keeps the line-by-line header parser and the blank-line
+# regex: the fast paths must give the same fields, the same errors and statuses.)
+
+from warden.sip import message as _message  # noqa: E402
+
+
+def _outcome(fn: object, *args: object) -> object:
+    try:
+        start_line, headers = fn(*args)  # type: ignore[operator]
+    except SIPParseError as exc:
+        return ("error", str(exc), exc.status)
+    return start_line, list(headers._fields), headers.get_fields("Via"), headers.get("l")
+
+
+_HEAD_ALPHABET = st.sampled_from(
+    ["\r\n", "\r", "\n", " ", "\t", ":", "a", "Via", "v", "To", "X-Y", ";", ",", "\x00", "\x7f", "\x1f",
+     "é", "\udcff", "SIP/2.0 200 OK", "INVITE sip:a@b SIP/2.0", "Content-Length", " 12"]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_HEAD_ALPHABET, max_size=30).map("".join), st.integers(1, 12), st.integers(8, 400))
+def test_property_fast_header_parse_is_the_line_by_line_parse(text: str, headers: int, line: int) -> None:
+    limits = ParserLimits(max_headers=headers, max_line_length=line)
+    head = text.encode("utf-8", "surrogateescape")
+    fast = _outcome(_message._parse_head, head, limits)
+    full = _outcome(_message._parse_head_lines, text, limits)
+    assert fast == full
+
+
+@pytest.mark.parametrize("name", CAPTURES)
+def test_fast_header_parse_of_captures(name: str) -> None:
+    data = CAPTURES[name]
+    end = _message._HEAD_END_RE.search(data, _message._skip_crlf(data))
+    assert end is not None
+    head = data[_message._skip_crlf(data) : end.start()]
+    text = head.decode("utf-8", "surrogateescape")
+    assert _outcome(_message._parse_head, head, ParserLimits()) == _outcome(
+        _message._parse_head_lines, text, ParserLimits()
+    )
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from([b"\r\n", b"\r", b"\n", b"a", b"\n\n", b"\r\n\r\n"]), max_size=12).map(b"".join),
+       st.integers(0, 40))
+def test_property_blank_line_search_is_the_regex(data: bytes, start: int) -> None:
+    start = min(start, len(data))
+    m = _message._HEAD_END_RE.search(data, start)
+    assert _message._head_end(data, start) == (None if m is None else (m.start(), m.end()))
+
+
+@pytest.mark.parametrize(
+    "to",
+    [
+        "<sip:11000@127.0.0.1:5060>",
+        "sip:11000@127.0.0.1:5060",  # an addr-spec: the tagged form gets <...>
+        '"Bob"   <sip:bob@example.com>',
+        "Bob <sip:bob@example.com;transport=tcp>;x=1",
+        "<sip:bob@example.com>;tag",  # a valueless tag gets its value in place
+        "<sip:bob@example.com>;X=1;Y",
+        "sip:+1;isub=2@gw.example.com;user=phone",
+    ],
+)
+def test_make_response_tags_to_as_with_tag_would(to: str) -> None:
+    raw = (f"OPTIONS sip:a@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\n"
+           f"From: <sip:b@example.com>;tag=1\r\nTo: {to}\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n").encode()
+    request = parse_message(raw)
+    expected = str(request.to.with_tag("as12"))
+    assert make_response(request, 200, to_tag="as12").headers["To"] == expected
+    assert make_response(request, 200, to_tag="as12").headers["To"] == expected  # memoised
+
+
+def test_replace_top_via_in_place_keeps_order_spelling_and_lookups() -> None:
+    raw = (b"OPTIONS sip:a@example.com SIP/2.0\r\nFrom: <sip:b@example.com>;tag=1\r\n"
+           b"v: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport\r\nTo: <sip:a@example.com>\r\nCall-ID: x\r\n"
+           b"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+    msg = parse_message(raw)
+    new = msg.via.with_received("192.0.2.7", 4321)
+    msg.replace_top_via(new)
+    text = "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport=4321;received=192.0.2.7"
+    assert [name for name, _ in msg.headers] == ["From", "Via", "To", "Call-ID", "CSeq", "Content-Length"]
+    assert msg.headers.get_fields("v") == [text] and msg.headers.get_all("Via") == [text]
+    assert msg.via is new and msg.vias == [new]
+    assert bytes(msg) == raw.replace(b"v: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport", b"Via: " + text.encode())
+    assert parse_message(bytes(msg)).via == new
+
+
+def test_headers_name_check_is_not_skipped_by_memos() -> None:
+    headers = Headers([("X-Ok", "1")])
+    assert headers.get("Bad Name") is None  # a lookup memoises the key of any name...
+    for name in ("Bad Name", "X-Ok:", ""):
+        with pytest.raises(ValueError):
+            headers.add(name, "1")  # ...which must not make it a valid name
+    headers.add("X-Ok", "2")
+    for value in ("a\rb", "a\nb", "a\x00b"):
+        with pytest.raises(ValueError):
+            headers.add("X-Ok", value)
+    assert headers.get_fields("x-ok") == ["1", "2"]
+
+
+@pytest.mark.parametrize(
+    ("header", "status", "message"),
+    [
+        ("Content-Length: 0012", None, None),
+        ("Content-Length: 65537", 413, "Content-Length 65537 is over the 65536-byte limit"),
+        ("Content-Length: 1234567890123", 413, "Content-Length 1234567890123 is over"),
+        ("Content-Length: \u0663", 400, "non-numeric Content-Length"),
+        ("Content-Length: -1", 400, "negative Content-Length"),
+        ("CSeq: 1  INVITE", None, None),
+        ("CSeq: 01 INVITE", None, None),
+        ("CSeq: \u0663 INVITE", 400, "malformed CSeq"),
+        ("CSeq: 4294967296 INVITE", 400, "CSeq number must be an integer from 0 to 4294967295"),
+        ("CSeq: 1 BYE", 400, "CSeq method 'BYE' does not match request method 'INVITE'"),
+        ("Max-Forwards: 256", 400, "Max-Forwards must be an integer from 0 to 255"),
+        ("Max-Forwards: \u00b2", 400, "Max-Forwards must be an integer"),
+    ],
+)
+def test_number_fast_paths_keep_the_errors(header: str, status: int | None, message: str | None) -> None:
+    name = header.partition(":")[0]
+    lines = [ln for ln in (
+        "INVITE sip:a@example.com SIP/2.0", "Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1",
+        "From: <sip:b@example.com>;tag=1", "To: <sip:a@example.com>", "Call-ID: x", "CSeq: 1 INVITE",
+        "Content-Length: 0") if not ln.startswith(name + ":")]
+    raw = ("\r\n".join([*lines, header]) + "\r\n\r\n").encode() + b"x" * 12
+    if status is None:
+        msg = parse_message(raw)
+        assert msg.cseq[0] == 1 and len(msg.body) in (0, 12)
+        return
+    with pytest.raises(SIPParseError) as err:
+        parse_message(raw)
+    assert err.value.status == status and message in str(err.value)

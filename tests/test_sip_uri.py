@@ -264,3 +264,14 @@ def test_property_arbitrary_text_only_raises_sip_parse_error(text: str) -> None:
     for parse in (parse_uri, parse_name_addr):
         with contextlib.suppress(SIPParseError):
             parse(text)
+
+
+def test_params_lookups_fold_case_either_way() -> None:
+    params = parse_name_addr("<sip:a@example.com>;Tag=x;LR;rport=5").params
+    assert params.get("tag") == "x" and params.get("TAG") == "x" and params.get("Tag") == "x"
+    assert params.get("lr") is None and "lr" in params and params.get("nope", "d") == "d"
+    assert params.get("RPORT") == "5" and params["rport"] == "5"
+    with pytest.raises(SIPParseError):  # duplicates are refused on the fast path too
+        parse_name_addr("<sip:a@example.com>;tag=1;TAG=2")
+    assert parse_name_addr("<sip:a@example.com>").params == Params()
+    assert parse_name_addr("<sip:a@example.com> ; tag = 1 ").params == Params({"tag": "1"})

@@ -161,13 +161,13 @@ def _parse_auth_header(value: str, what: str) -> tuple[str, dict[str, str]]:
             if s.startswith('"', d.end()):
                 raise bad(f"bad quoted string for {name!r}", d.end())
             raise bad(f"bad value for {name!r} or missing ','", d.end())
-        if m.group("name"):
-            name = m.group("name").lower()
+        name, quoted, token = m.group("name", "q", "t")
+        if name:
+            name = name.lower()
             if name in params:
                 raise bad(f"duplicate parameter {name!r}", m.start("name"))
-            quoted = m.group("q")
             if quoted is None:
-                params[name] = m.group("t")
+                params[name] = token
             else:
                 params[name] = _UNESCAPE.sub(r"\1", quoted) if "\\" in quoted else quoted
         pos = m.end()

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from warden.errors import SIPParseError
 
-from .uri import Params, _format_host, _parse_header_params, _parse_hostport, _parse_uint
+from .uri import _NO_PARAMS, Params, _format_host, _parse_header_params, _parse_hostport, _parse_uint
 
 __all__ = [
     "COMPACT_FORMS",
@@ -159,6 +159,8 @@ _BAD_VALUE_RE = re.compile(r"[\x00\r\n]")
 
 
 _KEYS: dict[str, str] = {}
+_VALID_NAMES: set[str] = set()
+"""Header names :meth:`Headers.add` found to be tokens (bounded)."""
 
 
 def header_key(name: str) -> str:
@@ -264,9 +266,12 @@ class Headers:
 
     @staticmethod
     def _check(name: str, value: str) -> None:
-        if not _TOKEN_RE.fullmatch(name):
-            raise ValueError(f"invalid header name {name!r}")
-        if _BAD_VALUE_RE.search(value):
+        if name not in _VALID_NAMES:
+            if not _TOKEN_RE.fullmatch(name):
+                raise ValueError(f"invalid header name {name!r}")
+            if len(_VALID_NAMES) < 4096:
+                _VALID_NAMES.add(name)
+        if "\r" in value or "\n" in value or "\x00" in value:
             raise ValueError(f"header {name} value contains CR, LF or NUL")
 
     def add(self, name: str, value: str, *, first: bool = False) -> None:
@@ -279,9 +284,11 @@ class Headers:
             self._fields.insert(at, entry)
         else:
             self._fields.append(entry)
-        self._memo.pop(key, None)
+        if self._memo:
+            self._memo.pop(key, None)
         self._index = None
-        self._lists = {}
+        if self._lists:
+            self._lists = {}
 
     def set(self, name: str, value: str) -> None:
         """Replace every field named ``name`` with one, where the first one was."""
@@ -457,18 +464,41 @@ class Via:
 
 
 def parse_via(text: str) -> Via:
-    """Parse one Via value (already split from its list). Raises :class:`SIPParseError` (400)."""
-    m = _VIA_RE.fullmatch(text.strip(" \t"))
+    """Parse one Via value (already split from its list). Raises :class:`SIPParseError` (400).
+
+    Every request has a new branch, so whole values are not memoised (that
+    would keep thousands of Vias alive), but the part before the parameters
+    (protocol and sent-by, the same in all of a peer's requests) is.
+    """
+    head, semi, params = text.strip(" \t").partition(";")
+    base = _VIA_BASES.get(head)
+    if base is None:
+        base = _parse_via_base(head, text)
+    via = Via(base[0], base[1], base[2], _parse_header_params(semi + params) if semi else _NO_PARAMS)
+    if semi:
+        rport = via.params.get("rport")
+        if rport is not None:
+            _parse_uint(rport, "Via rport", 65535)
+        if via.branch == "" or via.received == "":
+            raise SIPParseError(f"empty branch or received in Via: {text[:120]!r}", 400)
+    return via
+
+
+_VIA_BASES: dict[str, tuple[str, str, int | None]] = {}
+"""Via text before the first ``;`` -> ``(transport, host, port)``, bounded."""
+
+
+def _parse_via_base(head: str, text: str) -> tuple[str, str, int | None]:
+    """Transport and sent-by of ``head``, the part of Via ``text`` before its
+    parameters (the regex splits there too: sent-by holds no ``;``)."""
+    m = _VIA_RE.fullmatch(head)
     if m is None:
         raise SIPParseError(f"malformed Via: {text[:120]!r}", 400)
-    protocol, version, transport, sent_by, params = m.groups()
+    protocol, version, transport, sent_by, _ = m.groups()
     if protocol.upper() != "SIP" or version != "2.0":
         raise SIPParseError(f"Via protocol must be SIP/2.0: {text[:120]!r}", 400)
     host, port = _parse_hostport(_COLON_RE.sub(":", sent_by.strip(" \t")), text)
-    via = Via(transport.upper(), host, port, _parse_header_params(params))
-    rport = via.params.get("rport")
-    if rport is not None:
-        _parse_uint(rport, "Via rport", 65535)
-    if via.branch == "" or via.received == "":
-        raise SIPParseError(f"empty branch or received in Via: {text[:120]!r}", 400)
-    return via
+    base = (transport.upper(), host, port)
+    if len(_VIA_BASES) < 1024:
+        _VIA_BASES[head] = base
+    return base

@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from types import MappingProxyType
 
 from warden.errors import SIPParseError
@@ -155,13 +156,46 @@ _REQUEST_LINE_RE = re.compile(r"([!-~]+) +([!-~]+) +([!-~]+)")
 _RESPONSE_LINE_RE = re.compile(r"([Ss][Ii][Pp]/[!-~]+) +([0-9]{3})(?: (.*))?", re.S)
 _VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.I)
 _CSEQ_RE = re.compile(r"[ \t]*([0-9]+)[ \t]+([A-Za-z0-9.!%*_+`'~-]+)[ \t]*")
-_SINGLETONS = ("To", "From", "Call-ID", "CSeq", "Max-Forwards")
-_FIELD_LINE_RE = re.compile(r"^([A-Za-z0-9.!%*_+`'~-]+)[ \t]*:(.*)$", re.M)
-"""One well-formed, unfolded header line (used for the fast path of :func:`_parse_head`)."""
+_METHODS = frozenset(
+    ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY",
+     "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE")
+)
+"""Methods that are tokens, without asking the regex."""
+_SINGLETON_KEYS = (("To", "to"), ("From", "from"), ("Call-ID", "call-id"), ("CSeq", "cseq"),
+                   ("Max-Forwards", "max-forwards"))
+_CTL_BYTES = bytes([*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F])
+"""Control characters but HT, CR and LF included (what the fast path of
+:func:`_parse_head` counts: CR and LF only in its CRLF line ends)."""
+_FIELD_NAMES: dict[str, tuple[str, str]] = {}
+"""Text before a header line's colon, known to be a valid name -> ``(key, name)``."""
 
 
 def _header_error(name: str, exc: SIPParseError) -> SIPParseError:
     return SIPParseError(f"{name}: {exc}", exc.status)
+
+
+def _parse_call_id(value: str) -> str:
+    value = value.strip(" \t")
+    if not value or " " in value or "\t" in value:
+        raise SIPParseError(f"invalid Call-ID {value[:80]!r}", 400)
+    return value
+
+
+def _parse_cseq(value: str) -> tuple[int, str]:
+    number, _, method = value.partition(" ")
+    if method in _METHODS and len(number) <= 10 and number.isdigit() and number.isascii():
+        return _parse_uint(number, "CSeq number", 2**32 - 1), method  # the common form
+    m = _CSEQ_RE.fullmatch(value)
+    if m is None:
+        raise SIPParseError(f"malformed CSeq {value[:80]!r}", 400)
+    return _parse_uint(m.group(1), "CSeq number", 2**32 - 1), m.group(2)
+
+
+def _parse_address(name: str, value: str) -> NameAddr:
+    try:
+        return parse_name_addr(value)
+    except SIPParseError as exc:
+        raise _header_error(name, exc) from None
 
 
 class _MessageMixin:
@@ -183,45 +217,36 @@ class _MessageMixin:
 
     @property
     def call_id(self) -> str:
-        return self.headers.memo("call-id", self._call_id)
+        value = self.headers._memo.get("call-id")  # parsed by _validate: no call to memo()
+        return value if value is not None else self.headers.memo("call-id", self._call_id)  # type: ignore[return-value]
 
     def _call_id(self) -> str:
-        value = self._required("Call-ID").strip(" \t")
-        if not value or any(ch in value for ch in " \t"):
-            raise SIPParseError(f"invalid Call-ID {value[:80]!r}", 400)
-        return value
+        return _parse_call_id(self._required("Call-ID"))
 
     @property
     def cseq(self) -> tuple[int, str]:
         """``(sequence number, method)``; the number is a 32-bit unsigned integer."""
-        return self.headers.memo("cseq", self._cseq)
+        value = self.headers._memo.get("cseq")  # parsed by _validate: no call to memo()
+        return value if value is not None else self.headers.memo("cseq", self._cseq)  # type: ignore[return-value]
 
     def _cseq(self) -> tuple[int, str]:
-        value = self._required("CSeq")
-        m = _CSEQ_RE.fullmatch(value)
-        if m is None:
-            raise SIPParseError(f"malformed CSeq {value[:80]!r}", 400)
-        return _parse_uint(m.group(1), "CSeq number", 2**32 - 1), m.group(2)
+        return _parse_cseq(self._required("CSeq"))
 
     @property
     def from_(self) -> NameAddr:
-        return self.headers.memo("from", self._from)
+        value = self.headers._memo.get("from")  # parsed by _validate: no call to memo()
+        return value if value is not None else self.headers.memo("from", self._from)  # type: ignore[return-value]
 
     def _from(self) -> NameAddr:
-        try:
-            return parse_name_addr(self._required("From"))
-        except SIPParseError as exc:
-            raise _header_error("From", exc) from None
+        return _parse_address("From", self._required("From"))
 
     @property
     def to(self) -> NameAddr:
-        return self.headers.memo("to", self._to)
+        value = self.headers._memo.get("to")  # parsed by _validate: no call to memo()
+        return value if value is not None else self.headers.memo("to", self._to)  # type: ignore[return-value]
 
     def _to(self) -> NameAddr:
-        try:
-            return parse_name_addr(self._required("To"))
-        except SIPParseError as exc:
-            raise _header_error("To", exc) from None
+        return _parse_address("To", self._required("To"))
 
     @property
     def vias(self) -> list[Via]:
@@ -237,15 +262,32 @@ class _MessageMixin:
     def replace_top_via(self, via: Via) -> None:
         """Put ``via`` in place of the top Via (e.g. with received/rport added),
         keeping the parsed Vias so the change costs no re-parse."""
-        rest = self.headers.memo("via", self._vias)[1:]
-        self.headers.set("Via", ", ".join([str(via), *self.headers.get_all("Via")[1:]]))
-        self.headers._memo["via"] = (via, *rest)
+        headers = self.headers
+        rest = headers.memo("via", self._vias)[1:]
+        index = headers._index or headers._build_index()
+        values = index.get("via")
+        if values is not None and len(values) == 1 and "," not in values[0]:
+            # one Via field holding one Via (the rule): swap it in place and
+            # keep the index, as set() would do with a rebuild
+            text = str(via)
+            Headers._check("Via", text)
+            fields = headers._fields
+            at = next(i for i, f in enumerate(fields) if f[0] == "via")
+            fields[at] = ("via", "Via", text)
+            index["via"] = [text]
+            headers._lists.pop("via", None)
+        else:
+            headers.set("Via", ", ".join([str(via), *headers.get_all("Via")[1:]]))
+        headers._memo["via"] = (via, *rest)
 
     @property
     def via(self) -> Via:
         """The top Via, which identifies the transaction (RFC 3261 §17.2.3)."""
         try:
-            return self.headers.memo("via", self._vias)[0]
+            vias = self.headers._memo.get("via")
+            if vias is None:
+                vias = self.headers.memo("via", self._vias)
+            return vias[0]  # type: ignore[no-any-return, index]
         except IndexError:
             raise SIPParseError("missing Via header", 400) from None
         except SIPParseError as exc:
@@ -330,6 +372,25 @@ class Response(_MessageMixin):
         return self._serialise(f"SIP/2.0 {self.status} {self.reason}")
 
 
+def _head_end(data: bytes, start: int) -> tuple[int, int] | None:
+    """Where the header section ends and the body begins: the first blank line
+    (``\r?\n\r?\n``, as ``_HEAD_END_RE`` finds it), or ``None``.
+
+    Two ``bytes.find`` instead of the regex, which tries a match at every
+    byte: the first ``\n`` followed by ``\r?\n`` is the blank line, which
+    starts one earlier when that ``\n`` ends a CRLF.
+    """
+    lf = data.find(b"\n\r\n", start)
+    bare = data.find(b"\n\n", start, len(data) if lf < 0 else lf + 1)
+    if bare >= 0:
+        lf, after = bare, bare + 2
+    elif lf >= 0:
+        after = lf + 3
+    else:
+        return None
+    return (lf - 1 if lf > start and data[lf - 1] == 0x0D else lf), after
+
+
 def _skip_crlf(data: bytes) -> int:
     """Where the start line begins: RFC 3261 §7.5 says to ignore CRLFs before it."""
     pos = 0
@@ -344,21 +405,51 @@ def _parse_head(head: bytes, limits: ParserLimits) -> tuple[str, Headers]:
     Folded continuation lines are joined with one space (RFC 3261 §7.3.1).
     """
     text = head.decode("utf-8", "surrogateescape")
+    # Fast path: CRLF line ends only, no other control character, no folding,
+    # every line a well-formed field, the whole head within one line's limit.
+    # One ``translate`` finds stray CR, LF and control characters (UTF-8 and
+    # surrogate-escaped bytes are never below 0x80), and the fields and their
+    # index are built in one loop; header names already seen valid skip the
+    # token check. Anything else takes :func:`_parse_head_lines`, which
+    # finds the exact error.
+    lines = text.split("\r\n")
+    if (
+        len(text) <= limits.max_line_length
+        and len(lines) <= limits.max_headers + 1
+        and len(head) - len(head.translate(None, _CTL_BYTES)) == 2 * len(lines) - 2
+    ):
+        fields: list[tuple[str, str, str]] = []
+        index: dict[str, list[str]] = {}
+        names = _FIELD_NAMES
+        for i in range(1, len(lines)):
+            line = lines[i]
+            raw, colon, value = line.partition(":")
+            if not colon:
+                break
+            known = names.get(raw)
+            if known is None:
+                known = _field_name(raw)
+                if known is None:
+                    break
+            key = known[0]
+            value = value.strip(" \t")
+            fields.append((key, known[1], value))
+            values = index.get(key)
+            if values is None:
+                index[key] = [value]
+            else:
+                values.append(value)
+        else:
+            headers = Headers._trusted(fields)
+            headers._index = index
+            return lines[0], headers
+    return _parse_head_lines(text, limits)
+
+
+def _parse_head_lines(text: str, limits: ParserLimits) -> tuple[str, Headers]:
+    """:func:`_parse_head` line by line: any line ends, folding, and the exact error."""
     if _CTL_CHAR_RE.search(text) or text.count("\r") != text.count("\r\n"):  # not one test per line
         raise SIPParseError("control character in header section", 400)
-    # Fast path: a head shorter than one line's limit, without folding, where
-    # every line is a well-formed field. Anything else takes the line-by-line
-    # path below, which finds the exact error.
-    if len(text) <= limits.max_line_length and "\n " not in text and "\n\t" not in text:
-        start_line, _, rest = text.partition("\n")
-        matches = _FIELD_LINE_RE.findall(rest) if rest else []
-        if len(matches) == rest.count("\n") + 1 if rest else not matches:
-            if len(matches) <= limits.max_headers:
-                keys = _KEYS
-                return start_line.rstrip("\r"), Headers._trusted(
-                    [(keys.get(name) or header_key(name), name, value.strip(" \t\r"))
-                     for name, value in matches]
-                )
     lines = _LINE_SPLIT_RE.split(text)
     start_line = lines[0]
     if len(start_line) > limits.max_line_length:
@@ -392,10 +483,31 @@ def _parse_head(head: bytes, limits: ParserLimits) -> tuple[str, Headers]:
     return start_line, Headers._trusted(fields)
 
 
+def _field_name(raw: str) -> tuple[str, str] | None:
+    """``(key, name)`` of the text before a header line's colon, if it is a
+    token and optional blanks; remembered (boundedly) for the next message."""
+    name = raw.rstrip(" \t")
+    if not _TOKEN_RE.fullmatch(name):
+        return None
+    known = (header_key(name), name)
+    if len(_FIELD_NAMES) < 4096:  # names come from peers: keep the memo bounded
+        _FIELD_NAMES[raw] = known
+    return known
+
+
 def _content_length(headers: Headers, limits: ParserLimits) -> int | None:
     """The validated Content-Length, or ``None`` if there is none."""
+    values = (headers._index or headers._build_index()).get("content-length")
+    if values is None:
+        return None
+    if len(values) == 1:  # fast path: one plain number (leading zeros and all else below)
+        value = values[0]
+        if len(value) <= 12 and value.isdigit() and value.isascii():
+            length = int(value)
+            if length <= limits.max_message_size:
+                return length
     lengths: set[int] = set()
-    for value in headers.get_fields("Content-Length"):
+    for value in values:
         value = value.strip(" \t")
         if value.startswith("-") and value[1:].isdigit():
             raise SIPParseError(f"negative Content-Length {value[:20]!r}", 400)
@@ -414,6 +526,8 @@ def _content_length(headers: Headers, limits: ParserLimits) -> int | None:
 
 
 def _check_version(version: str) -> None:
+    if version == "SIP/2.0":
+        return
     if not _VERSION_RE.fullmatch(version):
         raise SIPParseError(f"malformed SIP version {version[:20]!r}", 400)
     if version.upper() != "SIP/2.0":
@@ -434,7 +548,7 @@ def _start(start_line: str, headers: Headers, body: bytes) -> Request | Response
     if m is None:
         raise SIPParseError(f"malformed request line {start_line[:80]!r}", 400)
     method, uri_text, version = m.groups()
-    if not _TOKEN_RE.fullmatch(method):
+    if method not in _METHODS and not _TOKEN_RE.fullmatch(method):
         raise SIPParseError(f"invalid method {method[:40]!r}", 400)
     _check_version(version)
     try:
@@ -445,21 +559,46 @@ def _start(start_line: str, headers: Headers, body: bytes) -> Request | Response
 
 
 def _validate(msg: Request | Response) -> None:
-    """RFC 3261 §8.1.1: the headers every request (and so every response) carries."""
+    """RFC 3261 §8.1.1: the headers every request (and so every response) carries.
+
+    Parses Via, From, To, Call-ID, Max-Forwards and CSeq once, as their
+    accessors would, and leaves the results in the memo for them.
+    """
     headers = msg.headers
-    for name in _SINGLETONS:
-        count = len(headers.get_fields(name))
-        if count > 1:
-            raise SIPParseError(f"{count} {name} headers, expected one", 400)
-        if count == 0 and name != "Max-Forwards":
-            raise SIPParseError(f"missing {name} header", 400)
-    if not headers.get_all("Via"):
+    index = headers._index or headers._build_index()
+    for name, key in _SINGLETON_KEYS:
+        values = index.get(key)
+        count = 0 if values is None else len(values)
+        if count != 1:
+            if count > 1:
+                raise SIPParseError(f"{count} {name} headers, expected one", 400)
+            if key != "max-forwards":
+                raise SIPParseError(f"missing {name} header", 400)
+    vias = index.get("via")
+    if vias is None:
         raise SIPParseError("missing Via header", 400)
-    _ = (msg.vias, msg.from_, msg.to, msg.call_id, msg.max_forwards)  # each accessor validates
-    _, method = msg.cseq
-    if isinstance(msg, Request) and method != msg.method:
+    memo = headers._memo
+    if len(vias) == 1 and "," not in vias[0]:  # one Via in one field: no list to split
+        if not vias[0]:
+            raise SIPParseError("missing Via header", 400)
+        try:
+            memo["via"] = (parse_via(vias[0]),)
+        except SIPParseError as exc:
+            raise _header_error("Via", exc) from None
+    else:
+        if not headers.get_all("Via"):
+            raise SIPParseError("missing Via header", 400)
+        memo["via"] = msg._vias()
+    memo["from"] = _parse_address("From", index["from"][0])
+    memo["to"] = _parse_address("To", index["to"][0])
+    memo["call-id"] = _parse_call_id(index["call-id"][0])
+    max_forwards = index.get("max-forwards")
+    if max_forwards is not None:
+        _parse_uint(max_forwards[0], "Max-Forwards", 255)
+    cseq = memo["cseq"] = _parse_cseq(index["cseq"][0])
+    if isinstance(msg, Request) and cseq[1] != msg.method:
         raise SIPParseError(
-            f"CSeq method {method!r} does not match request method {msg.method!r}", 400
+            f"CSeq method {cseq[1]!r} does not match request method {msg.method!r}", 400
         )
 
 
@@ -474,14 +613,14 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
         raise SIPParseError(
             f"message is {len(data)} bytes, over the {limits.max_message_size}-byte limit", 513
         )
-    start = _skip_crlf(data)
-    end = _HEAD_END_RE.search(data, start)
+    start = _skip_crlf(data) if data[:1] in (b"\r", b"\n") else 0
+    end = _head_end(data, start)
     if end is None:
         if start == len(data):
             raise SIPParseError("empty message", 400)
         raise SIPParseError("truncated message: no blank line ends the header section", 400)
-    start_line, headers = _parse_head(data[start : end.start()], limits)
-    body = data[end.end() :]
+    start_line, headers = _parse_head(data[start : end[0]], limits)
+    body = data[end[1] :]
     length = _content_length(headers, limits)
     if length is not None:
         if len(body) < length:
@@ -501,6 +640,13 @@ def _from_head(start_line: str, headers: Headers, body: bytes) -> Request | Resp
 
 
 _COPIED = ("via", "from", "call-id", "cseq")
+
+
+@lru_cache(maxsize=1024)
+def _name_addr_text(text: str) -> str:
+    """``str(parse_name_addr(text))``: the To a response to ``text``'s request
+    carries before its tag (a callee's To recurs in every call to it)."""
+    return str(parse_name_addr(text))
 
 
 def make_response(
@@ -524,13 +670,21 @@ def make_response(
         raise ValueError(f"status {status} is outside 100-699")
     out = Headers()
     fields, memo = out._fields, out._memo  # values come from a parsed request: already checked
+    tagged = None
+    if to_tag is not None:
+        to = request.to
+        if to.tag is None:
+            if "tag" in to.params:  # a valueless ;tag gets its value in place
+                tagged = str(to.with_tag(to_tag))
+            else:  # with_tag appends ;tag=: the text is the same, without building it
+                tagged = _name_addr_text(request._required("To")) + ";tag=" + to_tag
     for entry in request.headers._fields:
         key = entry[0]
         if key in _COPIED or (key == "timestamp" and status == 100):
             fields.append(entry)
         elif key == "to":
-            if to_tag is not None and request.to.tag is None:
-                entry = (key, entry[1], str(request.to.with_tag(to_tag)))
+            if tagged is not None:
+                entry = (key, entry[1], tagged)
             fields.append(entry)
     for key in _COPIED:  # the parsed views stay valid for identical values
         if key in request.headers._memo:

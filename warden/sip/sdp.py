@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from warden.errors import SIPParseError
@@ -65,7 +65,7 @@ def _addrtype(address: str) -> str:
 
 def _word(value: str) -> str:
     """Guard a value we put into a field: no spaces, line breaks or NUL."""
-    if not value or any(c in value for c in " \t\r\n\x00"):
+    if not value or " " in value or "\t" in value or "\r" in value or "\n" in value or "\x00" in value:
         raise ValueError(f"bad SDP field value {value!r}")
     return value
 
@@ -442,7 +442,10 @@ class SessionDescription(_Section):
         """Increase the ``o=`` session version (RFC 3264 §8); returns it."""
         o = self.origin
         version = o.version + 1
-        self.set_origin(replace(o, version=version))
+        # set_origin(replace(o, version=version)) without the copy and the
+        # checks: the other fields were split on blanks, so they are words
+        text = f"{o.username} {o.session_id} {version} {o.nettype} {o.addrtype} {o.address}"
+        self._replace(lambda ln: ln.kind == "o", Line("o", text), at_end=False)
         return version
 
     @property
@@ -474,13 +477,22 @@ def _check_media(value: str) -> None:
         raise _bad(f"bad port count {_show(count)} in m= line")
 
 
-def _no_check(value: str) -> None:
-    return None
+def _check_connection(value: str) -> None:
+    """What :meth:`Connection.parse` checks, without building the object."""
+    if len(value.split()) != 3:
+        Connection.parse(value)  # raises
+
+
+def _check_origin(value: str) -> None:
+    """What :meth:`Origin.parse` checks, without building the object."""
+    f = value.split()
+    if len(f) != 6 or _num(f[2]) is None:
+        Origin.parse(value)  # raises
 
 
 # What parse_sdp validates up front, by line kind: what anchoring relies on.
 _CHECKS: dict[str, Callable[[str], object]] = {
-    "m": _check_media, "c": Connection.parse, "o": Origin.parse,
+    "m": _check_media, "c": _check_connection, "o": _check_origin,
 }
 
 
@@ -496,34 +508,49 @@ def parse_sdp(data: bytes) -> SessionDescription:
         raise _bad("empty body")
     session: list[Line] = []
     media: list[MediaDescription] = []
+    counts = {"o": 0, "s": 0}
+    session_c = False  # does the session level have a c= line?
+    media_c: list[bool] = []
     for no, text in enumerate(raw, 1):
-        where = f"line {no}"
         if text.endswith("\r"):
             text = text[:-1]
         if "\r" in text or "\x00" in text:
-            raise _bad(f"{where}: stray CR or NUL")
+            raise _bad(f"line {no}: stray CR or NUL")
         if len(text) < 2 or text[1] != "=" or not "a" <= text[0] <= "z":
-            raise _bad(f"{where}: expected '<letter>=<value>', got {_show(text)}")
-        line = Line(text[0], text[2:])
-        if no == 1 and line != Line("v", "0"):
-            raise _bad(f"{where}: missing v=0 line (got {_show(text)})")
-        if line.kind == "v" and no != 1:
-            raise _bad(f"{where}: v= is only allowed as the first line")
-        if line.kind in "os" and media:
-            raise _bad(f"{where}: {line.kind}= inside a media section")
-        try:
-            _CHECKS.get(line.kind, _no_check)(line.value)
-        except SIPParseError as exc:
-            raise _bad(f"{where}: {str(exc).removeprefix('malformed SDP: ')}") from None
-        if line.kind == "m":
+            raise _bad(f"line {no}: expected '<letter>=<value>', got {_show(text)}")
+        kind, value = text[0], text[2:]
+        if no == 1:
+            if kind != "v" or value != "0":
+                raise _bad(f"line {no}: missing v=0 line (got {_show(text)})")
+        elif kind == "v":
+            raise _bad(f"line {no}: v= is only allowed as the first line")
+        if kind in counts:
+            if media:
+                raise _bad(f"line {no}: {kind}= inside a media section")
+            counts[kind] += 1
+        check = _CHECKS.get(kind)
+        if check is not None:
+            try:
+                check(value)
+            except SIPParseError as exc:
+                raise _bad(f"line {no}: {str(exc).removeprefix('malformed SDP: ')}") from None
+        line = Line(kind, value)
+        if kind == "m":
             media.append(MediaDescription([line]))
+            media_c.append(False)
+        elif media:
+            media[-1].lines.append(line)
+            if kind == "c":
+                media_c[-1] = True
         else:
-            (media[-1].lines if media else session).append(line)
+            session.append(line)
+            if kind == "c":
+                session_c = True
     sdp = SessionDescription(session, media)
     for kind in "os":
-        if sum(ln.kind == kind for ln in session) != 1:
+        if counts[kind] != 1:
             raise _bad(f"expected exactly one {kind}= line")
-    for i, m in enumerate(media, 1):
-        if m.connection is None and sdp.connection is None and m.port != 0:
+    for i, m in enumerate(media, 1):  # a c= line checked above is a connection
+        if not media_c[i - 1] and not session_c and m.port != 0:
             raise _bad(f"media section {i} ({m.media}) has no c= line and the session none")
     return sdp

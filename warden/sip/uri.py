@@ -50,6 +50,10 @@ def _bad(what: str, text: str) -> SIPParseError:
 
 def _parse_uint(text: str, what: str, maximum: int) -> int:
     """ASCII digits only: ``int()`` would also take ``'1_0'``, ``'٣'`` and 5000-digit numbers."""
+    if len(text) <= 10 and text.isdigit() and text.isascii():  # fast path: plain digits
+        value = int(text)
+        if value <= maximum:
+            return value
     text = text.strip()
     digits = text.lstrip("0") or "0"
     if not _DIGITS_RE.fullmatch(text) or len(digits) > len(str(maximum)) or int(digits) > maximum:
@@ -82,8 +86,8 @@ class Params(_ParamsBase):
     ) -> None:
         pairs = items.items() if isinstance(items, Mapping) else items
         out = tuple(pairs)
-        keys = tuple(name.lower() for name, _ in out)
-        if len(set(keys)) != len(keys):
+        keys = tuple([name.lower() for name, _ in out])
+        if len(keys) > 1 and len(set(keys)) != len(keys):
             seen: set[str] = set()
             for (name, _), key in zip(out, keys):
                 if key in seen:
@@ -100,8 +104,10 @@ class Params(_ParamsBase):
             raise KeyError(name) from None
 
     def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        key = name.lower()
         keys = self._keys
+        if name in keys:  # callers ask with lower-case names: no lower() for them
+            return self._items[keys.index(name)][1]
+        key = name.lower()
         return self._items[keys.index(key)][1] if key in keys else default
 
     def __contains__(self, name: object) -> bool:
@@ -157,12 +163,22 @@ class Params(_ParamsBase):
         return Params((n, v) for n, v in self._items if n.lower() != key)
 
 
+_NO_PARAMS = Params()
+"""The empty parameters (immutable, so shared)."""
+
+
 def _format_host(host: str) -> str:
     """IPv6 addresses are stored bare and bracketed on output (RFC 3261 §19.1.1)."""
     return f"[{host}]" if ":" in host else host
 
 
+_HOSTS: set[str] = set()
+"""Hosts already found valid (peers repeat theirs in every message); bounded."""
+
+
 def _parse_host(host: str, text: str) -> str:
+    if host in _HOSTS:
+        return host
     if host.startswith("["):
         if not host.endswith("]"):
             raise _bad("unterminated IPv6 reference", text)
@@ -175,9 +191,10 @@ def _parse_host(host: str, text: str) -> str:
     if _IPV4ISH_RE.fullmatch(host):
         if not _IPV4_RE.fullmatch(host):
             raise _bad("invalid IPv4 address", text)
-        return host
-    if not _HOSTNAME_RE.fullmatch(host):
+    elif not _HOSTNAME_RE.fullmatch(host):
         raise _bad("invalid host", text)
+    if len(_HOSTS) < 4096:
+        _HOSTS.add(host)
     return host
 
 
@@ -387,18 +404,29 @@ def _parse_header_params(text: str) -> Params:
     """
     text = text.strip(" \t")
     if not text:
-        return Params()
+        return _NO_PARAMS
     if not text.startswith(";"):
         raise _bad("expected ';' before header parameters", text)
     items: list[tuple[str, str | None]] = []
     if _PLAIN_PARAMS_RE.fullmatch(text):
-        for piece in text[1:].split(";"):
-            name, eq, value = piece.partition("=")
-            items.append((name.strip(" \t"), value.strip(" \t") if eq else None))
-        try:
-            return Params(items)
-        except ValueError as exc:
-            raise _bad(str(exc), text) from None
+        keys: list[str] = []
+        if " " in text or "\t" in text:
+            for piece in text[1:].split(";"):
+                name, eq, value = piece.partition("=")
+                name = name.strip(" \t")
+                items.append((name, value.strip(" \t") if eq else None))
+                keys.append(name.lower())
+        else:  # nothing to strip (the rule)
+            for piece in text[1:].split(";"):
+                name, eq, value = piece.partition("=")
+                items.append((name, value if eq else None))
+                keys.append(name.lower())
+        if len(keys) > 1 and len(set(keys)) != len(keys):
+            try:
+                Params(items)
+            except ValueError as exc:
+                raise _bad(str(exc), text) from None
+        return Params._checked(tuple(items), tuple(keys))
     for piece in _split_semicolons(text)[1:]:
         name, eq, value = piece.partition("=")
         name, value = name.strip(" \t"), value.strip(" \t")
@@ -506,8 +534,9 @@ def parse_name_addr(text: str) -> NameAddr:
         if lt < 0 or (0 <= quote < lt):
             end = _addr_spec_end(s)
             return NameAddr(parse_uri(s[:end]), None, _parse_header_params(s[end:]))
-        display = " ".join(s[:lt].split()) or None
-        s = s[lt:]
+        if lt:
+            display = " ".join(s[:lt].split()) or None
+            s = s[lt:]
     gt = s.find(">")
     if gt < 0:
         raise _bad("missing '>' after URI", text)
