@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import cProfile
 import gc
+import os
 import pstats
 import re
 import sys
@@ -348,6 +349,8 @@ def main() -> None:
                 print_objects(args.objects)
             if prof:
                 pstats.Stats(prof).sort_stats(args.sort).print_stats(args.profile)
+                if os.environ.get('WARDEN_PROFILE_OUT'):
+                    prof.dump_stats(os.environ['WARDEN_PROFILE_OUT'])
         finally:
             if media is not None:
                 media.stop()

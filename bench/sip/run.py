@@ -215,7 +215,9 @@ class Profiler:
         proc = self.children.popen("py-spy", [
             self.binary, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
             "--rate", "97", "--format", "raw", "--threads", "--gil", "--output", str(out),
-            *(["--native"] if os.environ.get("WARDEN_PYSPY_NATIVE") else [])],
+            # --native (C frames: the garbage collector, Cython code) needs py-spy to pause
+            # the PBX for each sample, which itself makes a loaded step fail
+            *(["--native"] if os.environ.get("WARDEN_PYSPY_NATIVE") else ["--nonblocking"])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return proc, out
 
