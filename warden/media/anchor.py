@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import errno
 import logging
+import resource
+import select
 import socket
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..sip.sdp import parse_sdp
+from ..sip.sdp import SessionDescription, anchor_view, parse_sdp
 from . import accel
 
 __all__ = ["CallMedia", "MediaPlane", "PortPool", "SocketPair"]
@@ -33,6 +36,7 @@ log = logging.getLogger("warden.media")
 
 _HOLD = ("0.0.0.0", "::")
 _ICE_ATTRIBUTES = ("candidate", "remote-candidates", "ice-ufrag", "ice-pwd", "ice-options", "end-of-candidates")
+_ICE_DROP = frozenset(_ICE_ATTRIBUTES)
 
 
 @dataclass(eq=False)
@@ -43,6 +47,8 @@ class SocketPair:
     rtcp: socket.socket
     port: int
     host: str
+    dirty: bool = False
+    """Found with queued packets at its last reuse check (see PortPool)."""
 
     def close(self) -> None:
         self.rtp.close()
@@ -53,37 +59,140 @@ class PortPool:
     """Hands out even/odd port pairs from ``[low, high]``, skipping ports in use.
 
     Ports are real bound sockets, so a crash leaks nothing: the kernel frees
-    them with the process. Allocation walks the range from a cursor so a port
-    just released is not handed out again at once (late packets of the old
-    call must not reach the new one).
+    them with the process. New pairs are bound walking the range from a
+    cursor, so a port just closed is not bound again at once.
+
+    Strategy (reuse): binding and closing two sockets per pair cost more
+    than the rest of a call's media set-up, so a released pair is kept
+    bound, idle, and handed out again (oldest first) once it has been idle
+    for ``quarantine`` seconds. Late packets of the old call (the phone that
+    learnt of the BYE last still sends for a round trip) must never reach
+    the new call: the relay latches each leg onto the first source it hears
+    (see ``warden_ext/relay.pyx``), so a stale packet read first would steer
+    the new call's media to the old phone. Hence, before a pair is handed
+    out again, one ``select`` checks both sockets: a pair that received
+    anything while idle is drained and goes back to the end of the queue
+    for another full quarantine, and a pair found dirty twice in a row (a
+    sender that does not stop) is closed. So a reused pair has been silent
+    for at least ``quarantine`` seconds and holds no queued datagram, and
+    its new relay session starts with a fresh latch: the exposure is that
+    of a newly bound port (anyone who sends first is latched, the inherent
+    limit of RTP latching), not more. Idle pairs are closed after
+    ``idle_limit`` seconds (light load gets fresh ports, as before) and
+    beyond ``max_idle`` pairs (file descriptors); when the range is full a
+    pair still in quarantine is reused (checked and drained the same way)
+    rather than failing the call, which is what the cursor walk did too.
     """
 
-    def __init__(self, low: int, high: int) -> None:
+    def __init__(self, low: int, high: int, *, quarantine: float = 1.0, idle_limit: float = 30.0,
+                 max_idle: int | None = None) -> None:
         if low % 2:
             low += 1
         self.low, self.high = low, high
         self._cursor = low
         self._lock = threading.Lock()
         self.in_use = 0
+        self.quarantine = quarantine
+        self.idle_limit = idle_limit
+        if max_idle is None:
+            # a quarter of the descriptors this process may open, two per pair
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            max_idle = (soft if soft != resource.RLIM_INFINITY else 65536) // 8
+        self.max_idle = max(0, min(max_idle, (high - low) // 2 + 1))
+        self._idle: dict[str, deque[tuple[float, SocketPair]]] = {}
+        self._held: dict[str, set[int]] = {}  # ports of the pairs we hold (in use or idle), per host
+        self.reused = 0
+        """Pairs handed out again from the idle pool (counter)."""
+        self.retired = 0
+        """Idle pairs closed because packets kept arriving on them (counter)."""
 
     def allocate(self, host: str) -> SocketPair:
-        """Bind a pair on ``host``; RuntimeError when the range is exhausted."""
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        """Bind a pair on ``host``, or reuse an idle one; RuntimeError when the range is exhausted."""
+        now = time.monotonic()
         with self._lock:
-            span = (self.high - self.low) // 2 + 1
-            for _ in range(span):
-                port = self._cursor
-                self._cursor = port + 2 if port + 3 <= self.high else self.low
-                pair = _bind_pair(family, host, port)
-                if pair is not None:
-                    self.in_use += 1
-                    return pair
-        raise RuntimeError(f"no free RTP port pair in {self.low}-{self.high} on {host}")
+            idle = self._idle.get(host)
+            if idle:
+                while idle and now - idle[0][0] > self.idle_limit:
+                    self._close(idle.popleft()[1])
+                pair = self._reuse(idle, now - self.quarantine, now)
+            else:
+                pair = None
+            if pair is None:
+                pair = self._bind(host)
+            if pair is None and idle:
+                pair = self._reuse(idle, now, now)  # range full: quarantine cut short
+                if pair is None:
+                    pair = self._bind(host)  # dirty pairs were closed
+            if pair is None:
+                raise RuntimeError(f"no free RTP port pair in {self.low}-{self.high} on {host}")
+            self.in_use += 1
+            return pair
 
     def release(self, pair: SocketPair) -> None:
-        pair.close()
+        """Take a pair back: kept idle for reuse, or closed."""
         with self._lock:
             self.in_use -= 1
+            idle = self._idle.get(pair.host)
+            if idle is None:
+                idle = self._idle[pair.host] = deque()
+            if len(idle) >= self.max_idle or pair.rtp.fileno() < 0:
+                self._close(pair)
+            else:
+                pair.dirty = False
+                idle.append((time.monotonic(), pair))
+
+    def idle(self) -> int:
+        """Pairs bound but not in use."""
+        return sum(len(q) for q in self._idle.values())
+
+    def close(self) -> None:
+        """Close every idle pair (the ones in use stay their users')."""
+        with self._lock:
+            for q in self._idle.values():
+                while q:
+                    self._close(q.popleft()[1])
+
+    def _reuse(self, idle: deque[tuple[float, SocketPair]], released_before: float,
+               now: float) -> SocketPair | None:
+        """The oldest idle pair released before ``released_before`` and silent since."""
+        for _ in range(len(idle)):
+            if idle[0][0] > released_before:
+                return None
+            pair = idle.popleft()[1]
+            ready = select.select((pair.rtp, pair.rtcp), (), (), 0)[0]
+            if not ready:
+                self.reused += 1
+                return pair
+            for sock in ready:
+                _drain(sock)
+            if pair.dirty:
+                self.retired += 1
+                self._close(pair)
+            else:
+                pair.dirty = True
+                idle.append((now, pair))
+        return None
+
+    def _bind(self, host: str) -> SocketPair | None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        held = self._held.get(host)
+        if held is None:
+            held = self._held[host] = set()
+        span = (self.high - self.low) // 2 + 1
+        for _ in range(span):
+            port = self._cursor
+            self._cursor = port + 2 if port + 3 <= self.high else self.low
+            if port in held:
+                continue
+            pair = _bind_pair(family, host, port)
+            if pair is not None:
+                held.add(port)
+                return pair
+        return None
+
+    def _close(self, pair: SocketPair) -> None:
+        self._held.get(pair.host, set()).discard(pair.port)
+        pair.close()
 
 
 def _bind_pair(family: int, host: str, port: int) -> SocketPair | None:
@@ -103,6 +212,17 @@ def _bind_pair(family: int, host: str, port: int) -> SocketPair | None:
             return None
         raise
     return SocketPair(socks[0], socks[1], port, host)
+
+
+def _drain(sock: socket.socket, limit: int = 4096) -> None:
+    """Read and drop what is queued on a non-blocking socket (bounded)."""
+    for _ in range(limit):
+        try:
+            sock.recv(1)
+        except BlockingIOError:
+            return
+        except OSError:
+            continue  # a queued ICMP error; reading it cleared it
 
 
 @dataclass(eq=False)
@@ -134,17 +254,56 @@ class CallMedia:
         """Record ``from_side``'s media addresses; return the body for the other side.
 
         Raises SIPParseError (400) for a body that is not SDP.
+
+        Strategy: ordinary bodies go through :func:`anchor_view` (one pass
+        over the lines, one rewrite); anything it declines (every error
+        included) through the object model in :meth:`_relay_parsed`, which
+        is the reference: a differential test holds the two to the same
+        bytes and the same relay calls.
         """
-        sdp = parse_sdp(body)
+        view = anchor_view(body)
+        if view is None:
+            return self._relay_parsed(parse_sdp(body), from_side)
+        streams = view.streams
+        sends = False
+        for port, peer, direction, _mux, _rp, _ra in streams:
+            if (port != 0 and (direction == "sendrecv" or direction == "sendonly")
+                    and peer is not None and peer not in _HOLD):
+                sends = True
+                break
+        self._note_sending(from_side, sends)
+        relay = self.plane.relay
+        ours_b = from_side == "a"  # the body goes to b: name b's sockets
+        ports = []
+        for index, (port, peer, _direction, mux, rtcp_port, rtcp_address) in enumerate(streams):
+            if index >= len(self.streams):
+                self.streams.append(self.plane._open_stream(self.host))
+            stream = self.streams[index]
+            if port == 0:
+                ports.append(0)
+                continue  # a rejected or disabled stream stays so
+            if peer and peer not in _HOLD:
+                relay.set_peer(stream.rtp_sid, from_side, peer, port)
+                if stream.rtcp_sid is not None and not mux:
+                    relay.set_peer(stream.rtcp_sid, from_side, rtcp_address or peer,
+                                   rtcp_port if rtcp_port is not None else port + 1)
+            ports.append(stream.b.port if ours_b else stream.a.port)
+        return view.anchored(self.host, ports, _ICE_DROP)
+
+    def _note_sending(self, from_side: str, sends: bool) -> None:
+        if sends and not self.sending.get(from_side):
+            self.expected_since[from_side] = time.monotonic()  # (re)starts now: give it time
+        self.sending[from_side] = sends
+
+    def _relay_parsed(self, sdp: SessionDescription, from_side: str) -> bytes:
+        """:meth:`relay_sdp` through the SDP object model (the reference path)."""
         to_side = "b" if from_side == "a" else "a"
         sends = any(
             m.port != 0 and sdp.direction_of(m) in ("sendrecv", "sendonly")
             and (c := sdp.connection_of(m)) is not None and c.host not in _HOLD
             for m in sdp.media
         )
-        if sends and not self.sending.get(from_side):
-            self.expected_since[from_side] = time.monotonic()  # (re)starts now: give it time
-        self.sending[from_side] = sends
+        self._note_sending(from_side, sends)
         for index, media in enumerate(sdp.media):
             if index >= len(self.streams):
                 self.streams.append(self.plane._open_stream(self.host))
@@ -245,6 +404,7 @@ class MediaPlane:
         if self._thread is not None:
             self._thread.join(2)
         self.relay.close()
+        self.pool.close()
 
     def _run(self) -> None:
         while self._running:

@@ -23,7 +23,7 @@ from warden.errors import SIPParseError
 
 __all__ = [
     "DIRECTIONS", "Line", "Origin", "Connection", "RtpMap", "Rtcp", "Crypto",
-    "MediaDescription", "SessionDescription", "parse_sdp",
+    "MediaDescription", "SessionDescription", "parse_sdp", "AnchorView", "anchor_view",
 ]
 
 #: Media direction attributes (RFC 3264 §5.1); ``sendrecv`` when none is given.
@@ -554,3 +554,183 @@ def parse_sdp(data: bytes) -> SessionDescription:
         if not media_c[i - 1] and not session_c and m.port != 0:
             raise _bad(f"media section {i} ({m.media}) has no c= line and the session none")
     return sdp
+
+
+@dataclass(slots=True)
+class AnchorView:
+    """An SDP body read just far enough to anchor its media, for :func:`anchor_view`.
+
+    ``streams`` has one tuple per ``m=`` line: ``(port, peer, direction,
+    rtcp_mux, rtcp_port, rtcp_address)``; ``peer`` is the stream's
+    connection host (its own ``c=``, else the session's; None if neither),
+    ``direction`` as :meth:`SessionDescription.direction_of` gives it,
+    ``rtcp_port``/``rtcp_address`` from ``a=rtcp`` (None when absent).
+    """
+
+    session: list[str]
+    """Session-level lines, without line ends."""
+    sections: list[list[str]]
+    """Each media section's lines, its ``m=`` line first."""
+    streams: list[tuple[int, str | None, str, bool, int | None, str | None]]
+    own_hosts: list[str | None]
+    """Host of each section's own first ``c=`` (session level first), or None."""
+
+    def anchored(self, host: str, ports: Sequence[int], drop: frozenset[str]) -> bytes:
+        """The body with every stream that has a port moved to ``host``:``ports[i]``.
+
+        Exactly what the object model gives for ``set_port``, ``set_rtcp``
+        (when ``a=rtcp`` is there), ``set_connection(host)`` at every level
+        whose own ``c=`` is not an old-style hold, ``remove_attributes(*drop)``
+        and ``bump_version``; port-0 streams stay as they are.
+        """
+        conn = "c=IN " + _addrtype(_word(host)) + " " + host
+        out: list[str] = []
+        _rewrite_lines(self.session, out, conn if _holds_not(self.own_hosts[0]) else None, None, drop, True)
+        for i, lines in enumerate(self.sections):
+            stream = self.streams[i]
+            if stream[0] == 0:
+                out.extend(lines)
+                continue
+            port = ports[i]
+            f = lines[0][2:].split()
+            f[1] = str(port)
+            out.append("m=" + " ".join(f))
+            rtcp = None
+            if stream[4] is not None:
+                rtcp = "a=rtcp:" + str(port if stream[3] else port + 1)
+            _rewrite_lines(lines, out, conn if _holds_not(self.own_hosts[i + 1]) else None, rtcp, drop, False)
+        out.append("")
+        return "\r\n".join(out).encode(*_ENCODING)
+
+
+def _holds_not(host: str | None) -> bool:
+    return host is not None and host != "0.0.0.0" and host != "::"
+
+
+def _rewrite_lines(lines: list[str], out: list[str], conn: str | None, rtcp: str | None,
+                   drop: frozenset[str], session: bool) -> None:
+    """Append ``lines`` (a media section's after its ``m=``) rewritten to ``out``."""
+    seen_c = False
+    seen_rtcp = False
+    for i in range(0 if session else 1, len(lines)):
+        line = lines[i]
+        kind = line[0]
+        if kind == "a":
+            key = line[2:].partition(":")[0].lower()
+            if key in drop:
+                continue
+            if rtcp is not None and key == "rtcp":
+                if not seen_rtcp:
+                    out.append(rtcp)
+                    seen_rtcp = True
+                continue
+        elif kind == "c" and conn is not None:
+            if not seen_c:
+                out.append(conn)
+                seen_c = True
+            continue
+        elif kind == "o" and session:
+            f = line[2:].split()
+            f[2] = str(int(f[2]) + 1)
+            line = "o=" + " ".join(f)
+        out.append(line)
+
+
+def anchor_view(data: bytes) -> AnchorView | None:
+    """Read ``data`` for media anchoring in one pass, or None to use :func:`parse_sdp`.
+
+    None for anything :func:`parse_sdp` would reject and for an ``a=rtcp``
+    that the object model would parse only when asked (a bad value, or the
+    flag form), so errors and their timing stay the full path's.
+    """
+    raw = bytes(data).decode(*_ENCODING).split("\n")
+    while raw and (raw[-1] == "" or raw[-1] == "\r"):
+        raw.pop()
+    if not raw or raw[0].rstrip("\r") != "v=0":
+        return None
+    session: list[str] = []
+    sections: list[list[str]] = []
+    own_hosts: list[str | None] = [None]
+    directions: list[str | None] = [None]
+    rtcps: list[str | None] = []
+    muxes: list[bool] = []
+    rtcp_seen: list[bool] = []
+    n_o = 0
+    n_s = 0
+    lines = session
+    for text in raw:
+        if text.endswith("\r"):
+            text = text[:-1]
+        if "\r" in text or "\x00" in text or len(text) < 2 or text[1] != "=" or not "a" <= text[0] <= "z":
+            return None
+        kind = text[0]
+        if kind == "a":
+            value = text[2:]
+            key = value.partition(":")[0].lower()
+            if sections:
+                if key == "rtcp" and not rtcp_seen[-1]:
+                    rtcp_seen[-1] = True
+                    if ":" not in value:
+                        return None  # the flag form: the object model reads it as no a=rtcp
+                    rtcps[-1] = value.partition(":")[2]
+                elif key == "rtcp-mux":
+                    muxes[-1] = True
+            if directions[-1] is None and value in DIRECTIONS:
+                directions[-1] = value
+        elif kind == "m":
+            f = text[2:].split()
+            if len(f) < 4:
+                return None
+            port, slash, count = f[1].partition("/")
+            if _num(port) is None or int(port) > 65535 or (slash and not _num(count)):
+                return None
+            lines = [text]
+            sections.append(lines)
+            own_hosts.append(None)
+            directions.append(None)
+            rtcps.append(None)
+            muxes.append(False)
+            rtcp_seen.append(False)
+            continue
+        elif kind == "c":
+            f = text[2:].split()
+            if len(f) != 3:
+                return None
+            if own_hosts[-1] is None:
+                own_hosts[-1] = f[2].split("/", 1)[0]
+        elif kind == "v":
+            if session:
+                return None  # v= only as the first line
+        elif kind == "o" or kind == "s":
+            if sections:
+                return None
+            if kind == "o":
+                n_o += 1
+                f = text[2:].split()
+                if len(f) != 6 or _num(f[2]) is None:
+                    return None
+            elif kind == "s":
+                n_s += 1
+        lines.append(text)
+    if n_o != 1 or n_s != 1:
+        return None
+    streams: list[tuple[int, str | None, str, bool, int | None, str | None]] = []
+    for i, lines in enumerate(sections):
+        port = int(lines[0][2:].split()[1].partition("/")[0])
+        peer = own_hosts[i + 1]
+        if peer is None:
+            peer = own_hosts[0]
+        if peer is None and port != 0:
+            return None
+        rtcp_port: int | None = None
+        rtcp_address: str | None = None
+        value = rtcps[i]
+        if value is not None:
+            f = value.split()
+            if len(f) not in (1, 4) or _num(f[0]) is None or int(f[0]) > 65535:
+                return None
+            rtcp_port = int(f[0])
+            rtcp_address = f[3] if len(f) == 4 else None
+        streams.append((port, peer, directions[i + 1] or directions[0] or "sendrecv",
+                        muxes[i], rtcp_port, rtcp_address))
+    return AnchorView(session, sections, streams, own_hosts)
