@@ -100,6 +100,7 @@ class PortPool:
             max_idle = (soft if soft != resource.RLIM_INFINITY else 65536) // 8
         self.max_idle = max(0, min(max_idle, (high - low) // 2 + 1))
         self._idle: dict[str, deque[tuple[float, SocketPair]]] = {}
+        self._poll = select.poll()  # for the reuse check, under the lock
         self._held: dict[str, set[int]] = {}  # ports of the pairs we hold (in use or idle), per host
         self.reused = 0
         """Pairs handed out again from the idle pool (counter)."""
@@ -159,12 +160,20 @@ class PortPool:
             if idle[0][0] > released_before:
                 return None
             pair = idle.popleft()[1]
-            ready = select.select((pair.rtp, pair.rtcp), (), (), 0)[0]
+            # poll(), not select(): descriptors beyond 1023 are the normal case here
+            rtp, rtcp = pair.rtp.fileno(), pair.rtcp.fileno()
+            self._poll.register(rtp, select.POLLIN)
+            self._poll.register(rtcp, select.POLLIN)
+            try:
+                ready = self._poll.poll(0)
+            finally:
+                self._poll.unregister(rtp)
+                self._poll.unregister(rtcp)
             if not ready:
                 self.reused += 1
                 return pair
-            for sock in ready:
-                _drain(sock)
+            for fd, _events in ready:
+                _drain(pair.rtp if fd == rtp else pair.rtcp)
             if pair.dirty:
                 self.retired += 1
                 self._close(pair)
