@@ -264,6 +264,7 @@ class Relay:
         self._stop_seen = False
         self._sessions: dict[int, _Session] = {}
         self._by_fd: dict[int, tuple[_Session, int]] = {}  # our dup fd -> (session, side)
+        self._caller_fds: set[int] = set()  # the caller's descriptors in sessions (EEXIST check)
         self._next_sid = 1
         self._running = False
 
@@ -306,8 +307,7 @@ class Relay:
             with self._lock:
                 if len(self._sessions) >= self._max_sessions:
                     raise RuntimeError(f"relay is full ({self._max_sessions} sessions)")
-                if any(leg.fd == other.fd for s in self._sessions.values()
-                       for leg in legs for other in s.legs):
+                if a_fd in self._caller_fds or b_fd in self._caller_fds:
                     raise OSError(errno.EEXIST, "cannot watch fd: already in a session")
                 session = _Session(self._next_sid, bool(latch), clock_rate, legs)
                 ep.register(socks[0].fileno(), select.EPOLLIN)
@@ -318,6 +318,8 @@ class Relay:
                     raise
                 self._next_sid += 1
                 self._sessions[session.sid] = session
+                self._caller_fds.add(a_fd)
+                self._caller_fds.add(b_fd)
                 for side, sock in enumerate(socks):
                     self._by_fd[sock.fileno()] = (session, side)
         except BaseException:
@@ -338,6 +340,7 @@ class Relay:
             del self._sessions[sid]
             session.removed = True
             for leg in session.legs:
+                self._caller_fds.discard(leg.fd)
                 fd = leg.sock.fileno()
                 self._by_fd.pop(fd, None)
                 if self._epoll is not None:
