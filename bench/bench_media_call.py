@@ -124,6 +124,8 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, plane in variants.items():
                 results[name].append(run(plane, clock, args.n, args.rate, args.hold))
+        pool = variants["new"].pool
+        pool_line = f"  new: {pool.reused} pairs reused, {pool.retired} retired, {pool.idle()} idle at the end"
     finally:
         time.monotonic = real_monotonic  # type: ignore[assignment]
         for plane in variants.values():
@@ -135,8 +137,7 @@ def main() -> None:
         med = statistics.median(values)
         shown = " / ".join(f"{v * 1e6:.1f}" for v in values)
         print(f"  {name:14s} {med * 1e6:6.1f} us  ({shown})  {base / med:4.2f}x vs base")
-    pool = variants["new"].pool
-    print(f"  new: {pool.reused} pairs reused, {pool.retired} retired, {pool.idle()} idle at the end")
+    print(pool_line)
 
 
 if __name__ == "__main__":
