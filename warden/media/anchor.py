@@ -70,7 +70,7 @@ class PortPool:
     the new call: the relay latches each leg onto the first source it hears
     (see ``warden_ext/relay.pyx``), so a stale packet read first would steer
     the new call's media to the old phone. Hence, before a pair is handed
-    out again, one ``select`` checks both sockets: a pair that received
+    out again, one ``poll`` checks both sockets: a pair that received
     anything while idle is drained and goes back to the end of the queue
     for another full quarantine, and a pair found dirty twice in a row (a
     sender that does not stop) is closed. So a reused pair has been silent
