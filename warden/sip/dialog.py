@@ -82,7 +82,9 @@ _TABLE: dict[tuple[str, str], str] = {
 
 
 def _untagged(addr: NameAddr) -> NameAddr:
-    return replace(addr, params=addr.params.without("tag"))
+    if "tag" not in addr.params:
+        return addr  # frozen: nothing to copy
+    return NameAddr(addr.uri, addr.display_name, addr.params.without("tag"))
 
 
 def _record_route(msg: Request | Response) -> tuple[NameAddr, ...]:
