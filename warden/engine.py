@@ -46,6 +46,7 @@ from .sip.transaction import (
     TransportError,
     generate_tag,
     new_branch,
+    random_bytes,
 )
 from .sip.uri import SipURI, parse_uri
 from .store import Binding, Store
@@ -123,7 +124,7 @@ class Engine:
         """Datagrams read and admitted, not handled yet."""
         self.flows = FlowTable()
         self.txl = TransactionLayer()
-        nonces = NonceManager(secrets.token_bytes(32))
+        nonces = NonceManager(secrets.token_bytes(32), random=random_bytes)
         self.auth = DigestAuthenticator(realm, nonces, self._lookup, digest_algorithms)
         self.auth.on_wrong_guess = self._wrong_guess
         self.registrar = Registrar(store, self.auth, registrar_policy)

@@ -93,6 +93,7 @@ __all__ = [
     "make_ack_for_non2xx",
     "make_cancel",
     "new_branch",
+    "random_bytes",
 ]
 
 _log = logging.getLogger(__name__)
@@ -733,36 +734,37 @@ class TransactionLayer:
 
 
 _RANDOM_BYTES = 4096
-_random_hex = ""
+_random_pool = b""
 _random_at = 0
 _random_lock = threading.Lock()
 
 
-def _random_text(chars: int) -> str:
-    """``chars`` hex digits of ``os.urandom`` (``chars // 2`` random bytes).
+def random_bytes(n: int) -> bytes:
+    """``n`` bytes from ``os.urandom``, as ``secrets.token_bytes(n)`` gives them.
 
-    Strategy: a call takes ten tags and branches; one ``os.urandom`` system
-    call and ``hex()`` per token cost more than the rest of making one. So
-    random bytes are fetched 4 KiB at a time and handed out in slices; each
-    digit is used once, from the same kernel source as ``secrets``. The lock
-    keeps two threads (API workers make tags too) from getting one slice,
-    and a forked child starts afresh (:func:`_forget_random`).
+    Strategy: a call takes ten tags and branches and a nonce; one
+    ``os.urandom`` system call per token cost more than the rest of making
+    it (and dropped the GIL each time). So random bytes are fetched 4 KiB at a
+    time and handed out in slices, each byte once, from the same kernel
+    source as ``secrets``. The lock keeps two threads (API workers make tags
+    too) from getting one slice, and a forked child starts afresh
+    (:func:`_forget_random`).
     """
-    global _random_hex, _random_at
+    global _random_pool, _random_at
     with _random_lock:
         at = _random_at
-        end = at + chars
-        if end > len(_random_hex):
-            _random_hex = os.urandom(_RANDOM_BYTES).hex()
-            at, end = 0, chars
+        end = at + n
+        if end > len(_random_pool):
+            _random_pool = os.urandom(max(_RANDOM_BYTES, n))
+            at, end = 0, n
         _random_at = end
-        return _random_hex[at:end]
+        return _random_pool[at:end]
 
 
 def _forget_random() -> None:
-    """A forked child must not hand out its parent's unused digits again."""
-    global _random_hex, _random_at
-    _random_hex, _random_at = "", 0
+    """A forked child must not hand out its parent's unused bytes again."""
+    global _random_pool, _random_at
+    _random_pool, _random_at = b"", 0
 
 
 os.register_at_fork(after_in_child=_forget_random)
@@ -770,12 +772,12 @@ os.register_at_fork(after_in_child=_forget_random)
 
 def new_branch() -> str:
     """A fresh RFC 3261 branch: the ``z9hG4bK`` cookie and 96 random bits."""
-    return MAGIC_COOKIE + _random_text(24)
+    return MAGIC_COOKIE + random_bytes(12).hex()
 
 
 def generate_tag() -> str:
     """A From/To tag with 64 random bits (§19.3 asks for at least 32)."""
-    return _random_text(16)
+    return random_bytes(8).hex()
 
 
 def _copy(src: Headers, dst: Headers, name: str) -> None:
