@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import os
+import re
 import time
 import tracemalloc
 
@@ -28,6 +30,7 @@ from warden.sip.transaction import (
     make_ack_for_non2xx,
     make_cancel,
     new_branch,
+    random_bytes,
 )
 
 UDP = Source("udp", "192.0.2.10", 5060)
@@ -704,3 +707,35 @@ def test_transactions_of_one_udp_peer_share_its_source() -> None:
     first = layer.send_request(request("OPTIONS", "z9hG4bKout1"), Source("udp", "198.51.100.7", 5060), 0.0)
     second = layer.send_request(request("OPTIONS", "z9hG4bKout2"), Source("udp", "198.51.100.7", 5060), 0.0)
     assert first.destination is second.destination and first.destination == PEER
+
+
+# --- tags, branches and random bytes (drawn from a shared pool) ------------------------------
+
+
+def test_tags_and_branches_are_fresh_random_hex_across_pool_refills() -> None:
+    tags = [generate_tag() for _ in range(3000)]  # 24 KB: several 4 KiB pool refills
+    branches = [new_branch() for _ in range(3000)]
+    assert all(re.fullmatch(r"[0-9a-f]{16}", t) for t in tags)
+    assert all(re.fullmatch(r"z9hG4bK[0-9a-f]{24}", b) for b in branches)
+    assert len(set(tags)) == len(tags) and len(set(branches)) == len(branches)
+    assert len(random_bytes(10000)) == 10000  # more than the pool holds at once
+    assert random_bytes(16) != random_bytes(16)
+
+
+def test_a_forked_child_does_not_repeat_its_parents_tags() -> None:
+    generate_tag()  # the pool holds unused bytes the child would inherit
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next tag and leave at once
+        try:
+            os.write(write_end, generate_tag().encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        ours = generate_tag()
+        theirs = os.read(read_end, 64).decode()
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    assert re.fullmatch(r"[0-9a-f]{16}", theirs) and theirs != ours

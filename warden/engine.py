@@ -46,6 +46,7 @@ from .sip.transaction import (
     TransportError,
     generate_tag,
     new_branch,
+    random_bytes,
 )
 from .sip.uri import SipURI, parse_uri
 from .store import Binding, Store
@@ -123,7 +124,7 @@ class Engine:
         """Datagrams read and admitted, not handled yet."""
         self.flows = FlowTable()
         self.txl = TransactionLayer()
-        nonces = NonceManager(secrets.token_bytes(32))
+        nonces = NonceManager(secrets.token_bytes(32), random=random_bytes)
         self.auth = DigestAuthenticator(realm, nonces, self._lookup, digest_algorithms)
         self.auth.on_wrong_guess = self._wrong_guess
         self.registrar = Registrar(store, self.auth, registrar_policy)
@@ -140,6 +141,8 @@ class Engine:
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
         self._local_cache: dict[str, str] = {}
+        self._hops: dict[tuple[str, str], tuple[int, str, SipURI]] = {}
+        """Per connectionless (transport, peer host): (our port, Via up to the branch, our Contact URI)."""
         self._next_sweep = 0.0
 
     # -- life cycle -------------------------------------------------------------------
@@ -429,19 +432,47 @@ class Engine:
     def wall(self) -> float:
         return time.time()
 
-    def _via(self, destination: Source) -> str:
+    def _hop(self, destination: Source) -> tuple[int, str, SipURI]:
+        """(our port, our Via up to ``branch=``, our Contact URI) towards ``destination``.
+
+        Every request and dialog needs both, and building them (the route
+        lookup, the strings, parsing the Contact back into a URI) cost more
+        than a SIP message's worth of parsing per call. Kept per peer host for
+        UDP (a few thousand at most: cleared when full); a connection's are
+        built afresh, as the flow's local address decides them and flows come
+        and go. The port is checked, as the listeners may be set after a
+        first message.
+        """
+        transport = destination.transport
+        key = (transport, destination.host)
+        port = self.listen_ports.get(transport, 5060)
+        hop = self._hops.get(key) if destination.flow is None else None
+        if hop is not None and hop[0] == port:
+            return hop
         host, port = self._local_address(destination)
         shown = f"[{host}]" if ":" in host else host
-        return f"SIP/2.0/{destination.transport.upper()} {shown}:{port};branch={new_branch()};rport"
+        suffix = "" if transport == "udp" else f";transport={transport}"
+        hop = (port, f"SIP/2.0/{transport.upper()} {shown}:{port};branch=",
+               parse_uri(f"sip:warden@{shown}:{port}{suffix}"))
+        if destination.flow is None:
+            if len(self._hops) >= 4096:
+                self._hops.clear()
+            self._hops[key] = hop
+        return hop
+
+    def _via(self, destination: Source, branch: str) -> str:
+        return f"{self._hop(destination)[1]}{branch};rport"
 
     def send_request(self, request: Request, destination: Source) -> ClientTransaction | None:
         # a CANCEL from make_cancel() already carries its INVITE's Via (§9.1): keep it
         if request.method != "CANCEL" or not request.headers.get_all("Via"):
-            request.headers.add("Via", self._via(destination), first=True)
+            branch = new_branch()
+            request.headers.add("Via", self._via(destination, branch), first=True)
+            return self.txl.send_request(request, destination, time.monotonic(), branch)
         return self.txl.send_request(request, destination, time.monotonic())
 
     def send_ack(self, request: Request, destination: Source) -> None:
-        request.headers.add("Via", self._via(destination), first=True)
+        request.headers.add("Via", self._via(destination, new_branch()), first=True)
         self.txl.send_stateless(request, destination)
 
     def send_response(self, txn: ServerTransaction, response: Response) -> None:
@@ -467,11 +498,7 @@ class Engine:
         self.txl.send_stateless(response, destination)
 
     def contact_uri(self, destination: Source) -> SipURI:
-        host, port = self._local_address(destination)
-        shown = f"[{host}]" if ":" in host else host
-        transport = destination.transport
-        suffix = "" if transport == "udp" else f";transport={transport}"
-        return parse_uri(f"sip:warden@{shown}:{port}{suffix}")
+        return self._hop(destination)[2]
 
     def destination_for(self, binding: Binding) -> Source | None:
         if binding.transport == "udp":

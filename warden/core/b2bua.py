@@ -219,6 +219,8 @@ class B2BUA:
         self._by_server_txn: dict[ServerTransaction, Leg] = {}
         self._pending: dict[ClientTransaction, tuple[Leg, str, ServerTransaction | None, Request | None]] = {}
         self._dialogs: dict[tuple[str, str], Leg] = {}
+        self._froms: dict[tuple[str, str | None], str] = {}
+        """Formatted B-leg From (no tag) per (caller, display name): see :meth:`_from_text`."""
         self._answered: dict[str, int] = {}
         """Extensions in answered calls, with how many (kept by _answer and _finish)."""
         self._ringing: collections.deque[tuple[float, int]] = collections.deque()
@@ -361,11 +363,9 @@ class B2BUA:
     def _fork(self, call: Call, binding: Binding, destination: Source, body: bytes) -> None:
         a_req = call.a.invite
         uri = parse_uri(binding.contact)
-        display = a_req.from_.display_name
-        from_ = NameAddr(parse_uri(f"sip:{call.caller}@{self.domain}"), display).with_tag(generate_tag())
         headers = [
             ("Max-Forwards", str(max(0, (a_req.max_forwards or 70) - 1))),
-            ("From", str(from_)),
+            ("From", f"{self._from_text(call.caller, a_req.from_.display_name)};tag={generate_tag()}"),
             ("To", f"<sip:{call.callee}@{self.domain}>"),
             ("Call-ID", f"{generate_tag()}{generate_tag()}@warden"),
             ("CSeq", "1 INVITE"),
@@ -385,6 +385,17 @@ class B2BUA:
         leg.invite_txn = txn
         call.forks.append(leg)
         self._pending[txn] = (leg, "invite", None, None)
+
+    def _from_text(self, caller: str, display: str | None) -> str:
+        """The B legs' From without its tag: ``"display" <sip:caller@domain>``,
+        formatted once per caller and display name rather than once per fork."""
+        key = (caller, display)
+        text = self._froms.get(key)
+        if text is None:
+            if len(self._froms) >= 4096:
+                self._froms.clear()
+            text = self._froms[key] = str(NameAddr(parse_uri(f"sip:{caller}@{self.domain}"), display))
+        return text
 
     # -- responses on B legs -------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Optional, Tuple
 
 from warden.errors import SIPError
@@ -82,7 +82,9 @@ _TABLE: dict[tuple[str, str], str] = {
 
 
 def _untagged(addr: NameAddr) -> NameAddr:
-    return replace(addr, params=addr.params.without("tag"))
+    if "tag" not in addr.params:
+        return addr  # frozen: nothing to copy
+    return NameAddr(addr.uri, addr.display_name, addr.params.without("tag"))
 
 
 def _record_route(msg: Request | Response) -> tuple[NameAddr, ...]:
@@ -132,6 +134,8 @@ class Dialog:
     """Sent over TLS to a SIPS Request-URI (§12.1.1): every hop must be TLS."""
     local_target: SipURI | None = None
     """Our Contact, put in target-refresh requests and dialog responses."""
+    _texts: tuple[object, ...] = field(default=(), repr=False)
+    """(local_uri, local_tag, remote_uri, remote_tag, From, To) of our last request (see :meth:`_from_to`)."""
 
     @property
     def id(self) -> DialogId:
@@ -257,10 +261,10 @@ class Dialog:
             first = self.route_set[0].uri
             uri = replace(first, params=first.params.without("method"), headers=())
             routes = routes[1:] + [f"<{self.remote_target}>"]
+        from_text, to_text = self._from_to()
         h = Headers([("Max-Forwards", "70")])
-        h.add("From", str(self.local_uri.with_tag(self.local_tag)))
-        remote = self.remote_uri if self.remote_tag is None else self.remote_uri.with_tag(self.remote_tag)
-        h.add("To", str(remote))
+        h.add("From", from_text)
+        h.add("To", to_text)
         h.add("Call-ID", self.call_id)
         h.add("CSeq", f"{number} {method}")
         for route in routes:
@@ -273,6 +277,19 @@ class Dialog:
             h.set("Content-Type", content_type)
         self.state = new_state
         return Request(method, uri, h, body)
+
+    def _from_to(self) -> tuple[str, str]:
+        """The From and To of our requests, formatted once per dialog (an ACK and
+        a BYE at least), again only if a field they come from was replaced."""
+        texts = self._texts
+        if (texts and texts[0] is self.local_uri and texts[1] is self.local_tag
+                and texts[2] is self.remote_uri and texts[3] is self.remote_tag):
+            return texts[4], texts[5]  # type: ignore[return-value]
+        from_text = str(self.local_uri.with_tag(self.local_tag))
+        remote = self.remote_uri if self.remote_tag is None else self.remote_uri.with_tag(self.remote_tag)
+        to_text = str(remote)
+        self._texts = (self.local_uri, self.local_tag, self.remote_uri, self.remote_tag, from_text, to_text)
+        return from_text, to_text
 
     def receive_response(self, response: Response) -> None:
         """A response to one of our in-dialog requests, or to the dialog-creating INVITE.
