@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import socket
 import threading
@@ -125,6 +126,7 @@ class Service:
         """Bind every listener or raise (OSError / WardenError) with a clear message."""
         cfg = self.config
         sip = cfg.sip
+        _raise_open_files()
         for name, (port, manager) in _tls_managers(cfg).items():
             self.sips_listeners[name] = SIPSListener(name, port, manager)
             log.info("%s", manager.describe())
@@ -474,3 +476,22 @@ class Service:
         finally:
             notify("STOPPING=1")
             self.stop()
+
+
+def _raise_open_files() -> None:
+    """Lift the soft open-file limit to the hard one.
+
+    Each TLS phone holds a descriptor and each call four (RTP and RTCP on
+    both legs), so the usual soft limit of 1,024 caps the PBX near 250 calls
+    up; the hard limit (systemd's LimitNOFILE) is the administrator's choice.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, exc)
+    log.info("open-file limit %d", soft)
