@@ -76,8 +76,8 @@ _GATHER = float(os.environ.get("WARDEN_GATHER_US", "1000")) / 1e6
 Under load every turn has a fixed cost (a wait system call and the wake-up behind it, a
 store commit when anything was written, the timers, the flush): handling datagrams one
 or two per turn as they trickle in pays it for each. Letting them gather for a
-millisecond pays it once for several: at 700 calls/s the PBX's CPU per call fell by
-~15 % (bench/RESULTS.md). The cost is latency: about a millisecond at light load, more
+millisecond pays it once for several: at 700-800 calls/s the PBX's CPU per call fell by
+~10 % (bench/RESULTS.md). The cost is latency: about a millisecond at light load, more
 near saturation (a turn's own work adds to the gathering time), far below SIP's 500 ms
 retransmission timer. After an idle spell the first datagram is handled at once, and a
 turn that left work over does not wait."""
