@@ -442,12 +442,19 @@ logging: {{level: {self.level}, file: ""}}
             return client.call(op, **args)
 
     def bindings_from(self, port: int) -> int:
-        """How many unexpired bindings have ``port`` as their source port (read from the store:
-        SQLite in WAL mode may be read while the PBX writes, and the control channel's
+        """How many unexpired bindings have ``port`` as their source port."""
+        return self.bindings_by_port().get(port, 0)
+
+    def bindings_by_port(self) -> dict[int, int]:
+        """Unexpired bindings per source port (read from the store: SQLite in WAL
+        mode may be read while the PBX writes, and the control channel's
         ``registrations.list`` answer is capped at 1 MB, about 2,000 bindings)."""
         store = Store(str(self.store_path))
         try:
-            return sum(1 for b in store.bindings(now=time.time()) if b.source_port == port)
+            counts: dict[int, int] = {}
+            for b in store.bindings(now=time.time()):
+                counts[b.source_port] = counts.get(b.source_port, 0) + 1
+            return counts
         finally:
             store.close()
 

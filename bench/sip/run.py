@@ -497,16 +497,21 @@ def phase_calls(args: argparse.Namespace, children: Children, workdir: Path, pki
             A fresh port per step: after an overloaded step the PBX still
             retransmits requests of its unfinished transactions (BYEs for up to
             32 s, RFC 3261 Timer F) to the old uas's port; a new uas there would
-            take them for calls of its own and fail them.
+            take them for calls of its own and fail them. Each callee first
+            removes its old binding (``Contact: *``, as a phone that moved
+            does): left in place, every call would also fork to the dead ports
+            of the earlier steps, one more each step.
             """
             port = free_port()
-            reg = SippRun(children, step_dir, f"callees-register-{tag}", "register.xml", (LOOPBACK, pbx.udp_port),
-                          transport="u1", local_port=port, rows=callee_rows, calls=len(callees),
-                          rate=min(1500, len(callees)), limit=500, timeout=len(callees) / 500 + 30).start().wait()
-            on_uas = pbx.bindings_from(port)
-            if on_uas < len(callees):
-                raise RuntimeError(f"only {on_uas} of {len(callees)} callees registered from port {port}: "
-                                   f"{reg.failure_kinds()}")
+            reg = SippRun(children, step_dir, f"callees-register-{tag}", "register-replace.xml",
+                          (LOOPBACK, pbx.udp_port), transport="u1", local_port=port, rows=callee_rows,
+                          calls=len(callees), rate=min(1500, len(callees)), limit=500,
+                          timeout=len(callees) / 250 + 30).start().wait()
+            by_port = pbx.bindings_by_port()
+            on_uas, elsewhere = by_port.get(port, 0), sum(n for p, n in by_port.items() if p != port)
+            if on_uas < len(callees) or elsewhere:
+                raise RuntimeError(f"{on_uas} of {len(callees)} callees registered from port {port}, "
+                                   f"{elsewhere} bindings left elsewhere: {reg.failure_kinds()}")
             return port
 
         out["callees_registered"] = len(callees)
