@@ -277,6 +277,24 @@ class Database:
             except sqlite3.Error as exc:
                 raise self._error(exc) from None
 
+    def _insert(self, sql: str, params: Sequence[Any] = (), *, conflict: str | None = None) -> int:
+        """Run one INSERT as its own transaction (or in the batch); return the new row's id.
+
+        ``conflict``: the message of a StoreError 409 when a constraint refuses the row
+        (otherwise that is a 500 like any other SQLite error)."""
+        with self._lock:
+            conn = self._connection(write=True)
+            try:
+                rowid = conn.execute(sql, params).lastrowid
+            except sqlite3.IntegrityError as exc:
+                if conflict is None:
+                    raise self._error(exc) from None
+                raise StoreError(conflict, status=409) from None
+            except sqlite3.Error as exc:
+                raise self._error(exc) from None
+        assert rowid is not None
+        return int(rowid)
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A ``BEGIN IMMEDIATE`` transaction: committed on success, else rolled back.

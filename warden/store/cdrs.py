@@ -13,7 +13,6 @@ three per call where there were ten (savepoints, a SELECT before the end).
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,19 +121,12 @@ class CDRsMixin(Database):
         caller_source: str | None = None,
     ) -> int:
         """Record a new call; return its CDR id."""
-        with self._lock:
-            conn = self._connection(write=True)
-            try:
-                cdr_id = conn.execute(
-                    "INSERT INTO cdrs (call_id, caller, callee, started_at, caller_transport, "
-                    "caller_tls_version, caller_tls_cipher, caller_source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (call_id, caller, callee, started_at, caller_transport,
-                     caller_tls_version, caller_tls_cipher, caller_source),
-                ).lastrowid
-            except sqlite3.Error as exc:
-                raise self._error(exc) from None
-        assert cdr_id is not None
-        return int(cdr_id)
+        return self._insert(
+            "INSERT INTO cdrs (call_id, caller, callee, started_at, caller_transport, "
+            "caller_tls_version, caller_tls_cipher, caller_source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (call_id, caller, callee, started_at, caller_transport,
+             caller_tls_version, caller_tls_cipher, caller_source),
+        )
 
     def answer_cdr(
         self,

@@ -19,7 +19,6 @@ import hashlib
 import logging
 import re
 import secrets
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,20 +119,13 @@ class TokensMixin(Database):
         _check_role(role)
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = self._now()
-        with self._lock:
-            conn = self._connection(write=True)
-            try:
-                cur = conn.execute(
-                    "INSERT INTO api_tokens (name, role, token_sha256, created_at) VALUES (?, ?, ?, ?)",
-                    (name, role, hash_token(secret), now),
-                )
-            except sqlite3.IntegrityError:
-                raise StoreError(f"an active API token named {name!r} already exists", status=409) from None
-            except sqlite3.Error as exc:
-                raise self._error(exc) from None
-        assert cur.lastrowid is not None
-        log.info("API token %r (id %d, %s) created", name, cur.lastrowid, role)
-        return APIToken(int(cur.lastrowid), name, role, now, None, False, None), secret
+        token_id = self._insert(
+            "INSERT INTO api_tokens (name, role, token_sha256, created_at) VALUES (?, ?, ?, ?)",
+            (name, role, hash_token(secret), now),
+            conflict=f"an active API token named {name!r} already exists",
+        )
+        log.info("API token %r (id %d, %s) created", name, token_id, role)
+        return APIToken(token_id, name, role, now, None, False, None), secret
 
     def verify_token(self, secret: str, *, now: float | None = None) -> APIToken | None:
         """The unrevoked token whose secret this is, or None.
