@@ -8,6 +8,7 @@ push back on a sender (UDP over loopback never does).
 from __future__ import annotations
 
 import collections
+import logging
 import secrets
 import socket
 import threading
@@ -308,3 +309,20 @@ def test_the_engine_answers_over_udp_serves_submit_and_stops_promptly(tmp_path: 
         engine.stop()
         udp.stop()
         store.close()
+
+
+def test_gather_time_from_the_environment(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from warden.engine import _gather_seconds
+
+    monkeypatch.delenv("WARDEN_GATHER_US", raising=False)
+    assert _gather_seconds() == 0.001
+    monkeypatch.setenv("WARDEN_GATHER_US", "250")
+    assert _gather_seconds() == 0.00025
+    monkeypatch.setenv("WARDEN_GATHER_US", "0")
+    assert _gather_seconds() == 0.0
+    for bad in ("abc", "-5", "nan", "inf"):
+        monkeypatch.setenv("WARDEN_GATHER_US", bad)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="warden.engine"):
+            assert _gather_seconds() == 0.001
+        assert f"WARDEN_GATHER_US={bad!r}" in caplog.text

@@ -70,7 +70,25 @@ sources, instead of the kernel's buffer overflowing and dropping datagrams blind
 registered phone's among them). The bound keeps a turn's reading to a few ms."""
 _MAX_PENDING = 4096
 """Admitted datagrams held at most; beyond, the sockets are not read (the kernel buffers)."""
-_GATHER = float(os.environ.get("WARDEN_GATHER_US", "1000")) / 1e6
+
+
+def _gather_seconds(default_us: float = 1000.0) -> float:
+    """``WARDEN_GATHER_US`` in seconds; a value that is not a non-negative number is
+    refused with a warning naming it, and the default is used."""
+    text = os.environ.get("WARDEN_GATHER_US")
+    if text is None:
+        return default_us / 1e6
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        log.warning("WARDEN_GATHER_US=%r is not a number of microseconds >= 0: using %g", text, default_us)
+        value = default_us
+    return value / 1e6
+
+
+_GATHER = _gather_seconds()
 """Seconds the loop lets input gather after a turn that handled datagrams, before it looks again
 (environment ``WARDEN_GATHER_US``, microseconds; 0 turns it off, for benchmarks).
 
