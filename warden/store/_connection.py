@@ -101,6 +101,14 @@ def _prepare_file(path: Path) -> None:
         os.close(fd)
 
 
+def _busy(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` is SQLITE_BUSY ("database is locked"), in any of its extended forms."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == sqlite3.SQLITE_BUSY
+    return "locked" in str(exc)
+
+
 class Database:
     """The connection, its lock and the helpers the table mixins use."""
 
@@ -137,14 +145,7 @@ class Database:
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open the database: {exc}", status=500) from None
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000):d}")
-            conn.execute("PRAGMA foreign_keys = ON")
-            if not memory:
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise StoreError(f"{self.path}: cannot switch the database to WAL mode (got {mode})", status=500)
-            conn.execute("PRAGMA synchronous = NORMAL")
-            found = migrate(conn, self.path)
+            found = self._set_up(conn, busy_timeout, memory)
         except sqlite3.Error as exc:
             conn.close()
             raise StoreError(f"{self.path}: cannot open the database: {exc}", status=500) from None
@@ -153,6 +154,36 @@ class Database:
             raise
         self._conn: sqlite3.Connection | None = conn
         log.debug("store %s open (schema version %d on open)", self.path, found)
+
+    def _set_up(self, conn: sqlite3.Connection, busy_timeout: float, memory: bool) -> int:
+        """Set the connection's pragmas, switch to WAL and migrate; return the schema version found.
+
+        Why the retry: SQLite answers SQLITE_BUSY at once, without calling the
+        busy handler, when a switch to WAL or a WAL recovery meets another
+        connection doing the same (the PBX and the API workers opening a new
+        file on first boot). Every step here is idempotent, so the sequence is
+        retried until ``busy_timeout`` has passed, as a busy handler would.
+        """
+        deadline = time.monotonic() + busy_timeout
+        while True:
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000):d}")
+                conn.execute("PRAGMA foreign_keys = ON")
+                if not memory:
+                    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                    if str(mode).lower() != "wal":
+                        raise StoreError(
+                            f"{self.path}: cannot switch the database to WAL mode (got {mode})", status=500
+                        )
+                conn.execute("PRAGMA synchronous = NORMAL")
+                return migrate(conn, self.path)
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc) or time.monotonic() >= deadline:
+                    raise
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                log.debug("store %s busy while opening (%s); trying again", self.path, exc)
+                time.sleep(0.01)
 
     # --- lifetime -------------------------------------------------------------
 
