@@ -1,7 +1,7 @@
 """SIP signalling benchmark: REGISTER/s, calls/s and TLS phones held by one Warden PBX.
 
 Starts ``python -m warden --config <tmp config> run`` on loopback (UDP, TCP
-and TLS on free ports, logging at warning, admin API off, the RTP range
+and TLS on free ports, logging at --log-level (warning unless told), admin API off, the RTP range
 --rtp-range), creates the extensions each phase needs in its store, and
 measures:
 
@@ -415,7 +415,7 @@ class RegisterSteps:
 def phase_register(args: argparse.Namespace, children: Children, workdir: Path, pki: PKI,
                    deadline: Deadline, profiler: Profiler) -> dict[str, Any]:
     out: dict[str, Any] = {"conditions": conditions("register"), "transports": {}}
-    pbx = PBX(children, workdir / "pbx-register", pki, rtp_range=args.rtp_range)
+    pbx = PBX(children, workdir / "pbx-register", pki, rtp_range=args.rtp_range, level=args.log_level)
     sets = {t: [str(200000 + 10000 * i + k) for k in range(args.reg_extensions)]
             for i, t in enumerate(args.transports)}
     pbx.add_extensions(n for numbers in sets.values() for n in numbers)
@@ -478,7 +478,7 @@ def step_line(name: str, r: dict[str, Any]) -> str:
 def phase_calls(args: argparse.Namespace, children: Children, workdir: Path, pki: PKI,
                 deadline: Deadline, profiler: Profiler) -> dict[str, Any]:
     out: dict[str, Any] = {"conditions": conditions("calls")}
-    pbx = PBX(children, workdir / "pbx-calls", pki, rtp_range=args.rtp_range)
+    pbx = PBX(children, workdir / "pbx-calls", pki, rtp_range=args.rtp_range, level=args.log_level)
     callers = [str(300000 + i) for i in range(args.callers)]
     callees = [str(400000 + i) for i in range(args.callees)]
     pbx.add_extensions(callers + callees)
@@ -651,7 +651,7 @@ def phase_phones(args: argparse.Namespace, children: Children, workdir: Path, pk
                  deadline: Deadline, profiler: Profiler) -> dict[str, Any]:
     out: dict[str, Any] = {"conditions": conditions("phones"), "levels": []}
     levels = sorted(args.phones)
-    pbx = PBX(children, workdir / "pbx-phones", pki, rtp_range=args.rtp_range)
+    pbx = PBX(children, workdir / "pbx-phones", pki, rtp_range=args.rtp_range, level=args.log_level)
     numbers = [str(500000 + i) for i in range(levels[-1])]
     pbx.add_extensions(numbers)
     pbx.start()
@@ -886,6 +886,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--phone-concurrency", type=int, default=100, help="phones connecting at once per worker")
     p.add_argument("--rereg-period", type=float, help="seconds between a phone's REGISTERs (default 60, quick 15)")
     p.add_argument("--hold-seconds", type=float, help="how long the phones are held re-registering (default: one period)")
+    p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"),
+                   help="the PBX's logging.level (the shipped config says info: about 3 lines per call)")
     p.add_argument("--settle-seconds", type=float, default=3.0)
     p.add_argument("--rtp-range", default="20000-32000", help="PBX media.rtp_port_min-max (outside the ephemeral range)")
     p.add_argument("--time-budget", type=float, help="seconds for the whole run (default 720, quick 180)")
