@@ -27,8 +27,21 @@ from setuptools import Extension, setup
 
 HERE = Path(__file__).parent
 
-# Keep in step with warden/sip/_select.py COMPILED (setup.py cannot import the package).
-SIP_COMPILED = ("uri", "headers", "message", "auth", "transaction", "framing", "dialog", "sdp")
+
+
+def _compiled_sip_modules() -> tuple[str, ...]:
+    """``COMPILED`` of ``warden/sip/_select.py``, the one list of compiled SIP modules.
+
+    Read from the source, not imported: importing ``warden.sip`` needs the build.
+    """
+    tree = ast.parse((HERE / "warden" / "sip" / "_select.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "COMPILED" for t in node.targets):
+            return tuple(ast.literal_eval(node.value))
+    raise SystemExit("warden/sip/_select.py: no COMPILED tuple to read the compiled SIP modules from")
+
+
+SIP_COMPILED = _compiled_sip_modules()
 
 
 def _for_cython029(source: str) -> str:

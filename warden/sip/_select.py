@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 __all__ = ["COMPILED", "ENV_VAR", "implementation", "install", "modules"]
 
 ENV_VAR = "WARDEN_NO_EXTENSIONS"
-# Keep in step with setup.py SIP_COMPILED.
+# The one list of compiled modules: setup.py and the Makefile read it from here.
 COMPILED = ("uri", "headers", "message", "auth", "transaction", "framing", "dialog", "sdp")
 _HERE = Path(__file__).resolve().parent
 _chosen: Optional[str] = None
