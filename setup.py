@@ -28,7 +28,6 @@ from setuptools import Extension, setup
 HERE = Path(__file__).parent
 
 
-
 def _compiled_sip_modules() -> tuple[str, ...]:
     """``COMPILED`` of ``warden/sip/_select.py``, the one list of compiled SIP modules.
 

@@ -158,11 +158,12 @@ class Database:
     def _set_up(self, conn: sqlite3.Connection, busy_timeout: float, memory: bool) -> int:
         """Set the connection's pragmas, switch to WAL and migrate; return the schema version found.
 
-        Why the retry: SQLite answers SQLITE_BUSY at once, without calling the
-        busy handler, when a switch to WAL or a WAL recovery meets another
-        connection doing the same (the PBX and the API workers opening a new
-        file on first boot). Every step here is idempotent, so the sequence is
-        retried until ``busy_timeout`` has passed, as a busy handler would.
+        Why the retry: SQLite answers the switch to WAL with SQLITE_BUSY at
+        once, without calling the busy handler, while another connection
+        holds the write lock on a file not yet in WAL mode (the PBX and the
+        API workers creating the file on first boot). Every step here is
+        idempotent, so the sequence is retried until ``busy_timeout`` has
+        passed, as a busy handler would have waited.
         """
         deadline = time.monotonic() + busy_timeout
         while True:
