@@ -591,9 +591,10 @@ with Store(sys.argv[1]) as s:
 
 @pytest.mark.parametrize("openers", [4, 16])
 def test_several_processes_create_the_same_new_file_at_once(tmp_path: Path, openers: int) -> None:
-    # The PBX and its API workers on first boot. SQLite answers a switch to WAL that
-    # meets another connection's with "database is locked" at once, without waiting;
-    # before the store retried that, about 1 opener in 40 failed here with 16 at once.
+    # The PBX and its API workers on first boot. SQLite answers the switch to WAL with
+    # "database is locked" at once while another connection writes to the new file; CI
+    # once saw 1 of 4 openers fail here, and 16 shell-launched openers failed 16 of 640
+    # times. The deterministic case is the next test.
     path = tmp_path / "fresh" / "warden.db"
     procs = [subprocess.Popen([sys.executable, "-c", _OPENER, str(path)], env=_env(), cwd=ROOT,
                               stderr=subprocess.PIPE, text=True) for _ in range(openers)]
